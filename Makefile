@@ -1,0 +1,17 @@
+# The two fresh-machine commands (see README.md): `make demo` and `make test`.
+.PHONY: demo test bench crds clean
+
+demo:
+	@./scripts/bootstrap
+	.venv/bin/oraculum demo
+
+test:
+	@./scripts/bootstrap
+	.venv/bin/python -m pytest -q
+
+bench:
+	@./scripts/bootstrap
+	.venv/bin/python benchmarks/bench_ingest.py
+
+clean:
+	rm -rf oraculum-data .pytest_cache
