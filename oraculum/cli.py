@@ -57,7 +57,25 @@ def _progress_bar(enabled: bool, description: str, unit: str = "file") -> tuple[
     return update, close
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OraculumGroup(click.Group):
+    """Turns the core's "you asked for something impossible" errors into clean CLI errors.
+
+    Each of these exceptions carries a message that names the file, field or value and how to
+    fix it; a traceback would only hide that message.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from oraculum.datasets import DatasetError
+        from oraculum.manifests import ManifestError
+        from oraculum.store import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except (DatasetError, ManifestError, StoreError) as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=OraculumGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="oraculum")
 @click.option(
     "--store",

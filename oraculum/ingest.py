@@ -283,14 +283,24 @@ def default_shards(file_count: int, files_per_shard: int = 20_000) -> int:
     return max(1, -(-file_count // files_per_shard))
 
 
+_progress_counter = None  # a shared multiprocessing.Value, set in each worker process
+
+
+def _init_worker(counter) -> None:  # type: ignore[no-untyped-def]
+    global _progress_counter
+    _progress_counter = counter
+
+
 def _worker(args: tuple) -> ShardResult:  # top level: must be picklable for the process pool
-    source_spec, patterns, store_url, settings, dataset, params, shard, shards, files, counter = args
+    source_spec, patterns, store_url, settings, dataset, params, shard, shards, files = args
     source = open_source(source_spec, patterns, settings)
     store = open_store(store_url, settings)
+    counter = _progress_counter
 
     def report(n: int) -> None:
-        with counter.get_lock():
-            counter.value += n
+        if counter is not None:
+            with counter.get_lock():
+                counter.value += n
 
     return process_shard(source, files, store, dataset, params, shard, shards, report)
 
@@ -361,10 +371,12 @@ def run_preprocess(
         context = multiprocessing.get_context("spawn")
         counter = context.Value("q", 0)
         jobs = [
-            (source_spec, source.patterns, store.url, settings, dataset, params, number, shards, files, counter)
+            (source_spec, source.patterns, store.url, settings, dataset, params, number, shards, files)
             for number in wanted
         ]
-        with context.Pool(processes=min(workers, len(wanted))) as pool:
+        with context.Pool(
+            processes=min(workers, len(wanted)), initializer=_init_worker, initargs=(counter,)
+        ) as pool:
             pending = pool.map_async(_worker, jobs, chunksize=1)
             while not pending.ready():
                 pending.wait(0.2)

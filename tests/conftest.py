@@ -1,0 +1,23 @@
+"""Shared pytest fixtures.
+
+``shared_data``: the folder of real archive spectra (``../shared/data`` next to the repository,
+see its README). It is never copied into the repository, so tests that need it skip cleanly on
+a fresh clone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data, or skip the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real spectra folder {SHARED_DATA} is absent")
+    return SHARED_DATA
