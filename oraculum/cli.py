@@ -211,9 +211,10 @@ def preprocess(ctx: Context, source: str, dataset: str, shard: str | None, shard
                workers: int | None, patterns: tuple[str, ...], **grid: Any) -> None:
     """Preprocess raw spectra in SOURCE into a sharded dataset.
 
-    SOURCE is a folder (searched recursively), a single file, or s3://bucket/prefix. Every file
-    is either resampled onto the grid and stored, or listed in the dataset's rejected.jsonl
-    with the reason. Re-running skips finished shards.
+    SOURCE is a folder (searched recursively), a single file, s3://bucket/prefix, or
+    synthetic:COUNT?seed=S (synthetic LAMOST-format spectra with labels, made once in the store
+    under archive/synthetic-COUNT-sS/). Every file is either resampled onto the grid and stored,
+    or listed in the dataset's rejected.jsonl with the reason. Re-running skips finished shards.
     """
     from oraculum.datasets import DatasetError
     from oraculum.ingest import environment_worker_count, run_preprocess
@@ -448,6 +449,285 @@ def demo(ctx: Context, count: int, source: str | None, workers: int | None) -> N
         for sid, cls, row in zip(first.ids, first.meta["header_class"], first.flux):
             click.echo(f"  {sid}  {cls or '-'}  [{row.min():+.2f}, {row.max():+.2f}]")
     click.echo(f"inspect it with: oraculum --store {store.url} dataset info {dataset_name} --rejected")
+
+
+def _experiment(manifest: str, name: str | None) -> tuple[str, Any]:
+    from oraculum.experiments import ExperimentError, load_experiment
+    from oraculum.manifests import ManifestError
+
+    try:
+        return load_experiment(manifest, name)
+    except (ManifestError, ExperimentError) as error:
+        _fail(str(error))
+    raise AssertionError  # unreachable: _fail raises
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--iteration", "-k", type=click.IntRange(min=0), required=True,
+              help="Iteration to run (0 = the first); iteration K-1 must have run and been labelled.")
+@click.option("--name", default=None,
+              help="metadata.name of the ActiveLearningExperiment, when the file holds several.")
+@pass_context
+def iterate(ctx: Context, manifest: str, iteration: int, name: str | None) -> None:
+    """Run one iteration of the experiment in MANIFEST (what an iteration Job runs).
+
+    Evaluates iteration K-1 from its labels, trains the network on every label so far, scores the
+    whole pool, and writes the oracle batch, estimation sample, scores, candidates (CSV and
+    VOTable), a map of the batch and run.json under experiments/NAME/iterations/K/ in the store.
+    Re-running an iteration with the same store contents gives the same batch.
+    """
+    from oraculum.datasets import DatasetError
+    from oraculum.experiments import ExperimentError
+    from oraculum.iteration import run_iteration
+    from oraculum.store import StoreError, open_store
+
+    experiment, spec = _experiment(manifest, name)
+    update, close = _progress_bar(ctx.progress, f"score {spec.dataset}", unit="spectrum")
+    try:
+        result = run_iteration(experiment, spec, iteration, open_store(settings=ctx.settings), ctx.settings, update)
+    except (ExperimentError, DatasetError, StoreError, ValueError) as error:
+        close()
+        _fail(str(error))
+    close()
+    if result.previous_metrics and result.previous_metrics.get("estimable"):
+        click.echo(f"iteration {iteration - 1}: " + _precision_line(result.previous_metrics))
+    counts = result.counts
+    if result.cold_start:
+        click.echo(f"iteration {iteration}: no labels yet, random batch of {counts['oracle_batch']} spectra "
+                   f"from {counts['pool']} (no model)")
+    else:
+        click.echo(f"iteration {iteration}: trained on {counts['training']} labels, scored {counts['pool']} spectra, "
+                   f"{counts['candidates']} predicted targets; batch of {counts['oracle_batch']} for the oracle "
+                   f"+ {counts['estimation']} for the estimate ({spec.acquisition.strategy})")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    durations = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.durations.items() if seconds >= 0.05)
+    click.echo(f"  {durations}")
+    click.echo(f"  artifacts: {result.keys['run'].rsplit('/', 1)[0]}/")
+
+
+def _precision_line(metrics: dict[str, Any]) -> str:
+    tp = metrics["target_precision"]
+    if tp["estimate"] is None:
+        return "precision not estimable yet (" + "; ".join(metrics.get("notes") or ["no labelled estimation spectrum"]) + ")"
+    conf = metrics["confidence"]
+    count = metrics["estimated_target_count"]
+    line = (f"precision {tp['estimate']:.3f} [{tp['low']:.3f}, {tp['high']:.3f}] ({conf:.0%}, {tp['method']}, "
+            f"{tp['successes']}/{tp['trials']}{', census' if tp['census'] else ''}); "
+            f"{metrics['predicted_target_count']} predicted targets")
+    if count.get("estimate") is not None:
+        line += f", about {count['estimate']:.0f} true [{count['low']:.0f}, {count['high']:.0f}]"
+    return line
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--iteration", "-k", type=click.IntRange(min=0), required=True, help="Iteration to evaluate.")
+@click.option("--name", default=None,
+              help="metadata.name of the ActiveLearningExperiment, when the file holds several.")
+@pass_context
+def evaluate(ctx: Context, manifest: str, iteration: int, name: str | None) -> None:
+    """Estimate iteration K's performance from the labels of its estimation sample.
+
+    Writes experiments/NAME/iterations/K/metrics.json: precision of the predicted targets with a
+    confidence interval, predicted and estimated true target counts, labels so far per class.
+    """
+    from oraculum.experiments import ExperimentError
+    from oraculum.iteration import evaluate_iteration
+    from oraculum.store import StoreError, open_store
+
+    experiment, spec = _experiment(manifest, name)
+    try:
+        metrics = evaluate_iteration(experiment, spec, iteration, open_store(settings=ctx.settings))
+    except (ExperimentError, StoreError, ValueError) as error:
+        _fail(str(error))
+    if metrics.get("estimable"):
+        click.echo(f"iteration {iteration}: " + _precision_line(metrics))
+    else:
+        click.echo(f"iteration {iteration}: " + "; ".join(metrics.get("notes", [])))
+    click.echo(f"  labels so far: {json.dumps(metrics['labels_so_far'])} "
+               f"({metrics['batch_labelled']}/{metrics['batch_size']} of this batch labelled)")
+
+
+@main.command()
+@click.argument("manifest", required=False, type=click.Path(dir_okay=False))
+@click.option("--strategies", default="entropy,random", show_default=True,
+              help="Comma-separated acquisition strategies to compare: entropy, margin, least-confidence, bald, random.")
+@click.option("--iterations", "-n", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Iterations per strategy (iteration 0 is a random cold start unless the spec has initial labels).")
+@click.option("--synthetic", type=click.IntRange(min=100), default=None, metavar="N",
+              help="Generate N synthetic spectra with rare targets, preprocess them, and backtest on them with a "
+              "built-in spec (no MANIFEST needed).")
+@click.option("--out", type=click.Path(file_okay=False), default="backtest-results", show_default=True,
+              help="Folder for curves.json and curves.png.")
+@click.option("--name", default=None,
+              help="metadata.name of the ActiveLearningExperiment in MANIFEST, when it holds several; also the "
+              "prefix of the backtest experiments (default: the experiment's name, or 'backtest-synthetic').")
+@click.option("--labels", default=None,
+              help="Label file (CSV id/filename,label; local path or store key) for the simulated oracle; default: "
+              "the manifest's oracle.labels.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the synthetic pool and the built-in spec (with --synthetic).")
+@click.option("--preset", type=click.Choice(["tiny", "podsztavek2020"]), default="tiny", show_default=True,
+              help="Network preset of the built-in spec (with --synthetic).")
+@click.option("--precision", "goal_precision", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Report the labels each strategy needs to reach this real precision on the pool...")
+@click.option("--recall", "goal_recall", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="...together with this real recall.")
+@pass_context
+def backtest(ctx: Context, manifest: str | None, strategies: str, iterations: int, synthetic: int | None, out: str,
+             name: str | None, labels: str | None, seed: int, preset: str, goal_precision: float,
+             goal_recall: float) -> None:
+    """Learning curves of several strategies with a simulated oracle: does uncertainty sampling
+    beat random labelling here, and do the intervals cover the truth?
+
+    Runs N iterations per strategy on the same pool with the same seeds, the oracle answering
+    from known labels, and writes OUT/curves.json and OUT/curves.png. With --synthetic N it needs
+    nothing else; its figures come from synthetic data and say so.
+    """
+    from oraculum.backtest import default_spec, prepare_synthetic, run_backtest
+    from oraculum.datasets import DatasetError
+    from oraculum.experiments import ExperimentError
+    from oraculum.store import StoreError, open_store
+
+    if (manifest is None) == (synthetic is None):
+        _fail("give either MANIFEST or --synthetic N (not both)")
+    store = open_store(settings=ctx.settings)
+    try:
+        if synthetic is not None:
+            dataset, labels_key = prepare_synthetic(store, ctx.settings, synthetic, seed, echo=click.echo)
+            spec = default_spec(dataset, labels or labels_key, preset=preset, seed=seed)
+            prefix = name or "backtest-synthetic"
+        else:
+            experiment, spec = _experiment(manifest, name)  # type: ignore[arg-type]
+            prefix = f"{experiment}-backtest"
+        click.echo(f"backtest of {', '.join(strategies.split(','))} on dataset {spec.dataset!r}, {iterations} iterations each"
+                   + (" (synthetic data)" if synthetic is not None else ""))
+        result = run_backtest(
+            spec, [s.strip() for s in strategies.split(",") if s.strip()], iterations, store, ctx.settings, out,
+            name_prefix=prefix, labels=labels, synthetic=synthetic is not None, precision=goal_precision,
+            recall=goal_recall, echo=click.echo,
+        )
+    except (ExperimentError, DatasetError, StoreError, ValueError) as error:
+        _fail(str(error))
+    click.echo(result.table)
+    click.echo(f"wrote {result.curves_path}" + (f" and {result.figure_path}" if result.figure_path else ""))
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="crds", show_default=True,
+              help="Folder to write the CustomResourceDefinition YAML files to.")
+@click.option("--check", is_flag=True,
+              help="Write nothing; fail if the files in --out differ from what the models generate.")
+def crds(out: str, check: bool) -> None:
+    """Write the CRDs of PreprocessingJob and ActiveLearningExperiment, generated from the spec
+    models (descriptions, defaults, enums and bounds included), to OUT."""
+    from pathlib import Path
+
+    from oraculum.crds import CRD_KINDS, crd_file_name, render, write_crds
+
+    if check:
+        stale = [crd_file_name(kind) for kind in CRD_KINDS
+                 if not (Path(out) / crd_file_name(kind)).is_file()
+                 or (Path(out) / crd_file_name(kind)).read_text(encoding="utf-8") != render(kind)]
+        if stale:
+            _fail(f"out of date in {out}/: {', '.join(stale)}; run `oraculum crds --out {out}`")
+        click.echo(f"{out}/ is up to date")
+        return
+    for path in write_crds(out):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--max-parallel", "-j", type=click.IntRange(min=1), default=None,
+              help="Subprocesses (pods) running at once (default: the CPUs available).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Stop after this many seconds (run again to resume).")
+@click.option("--exit-when-waiting", is_flag=True,
+              help="Return when only a person can make progress (a human oracle's batch), instead of waiting.")
+@click.option("--poll", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="SECONDS",
+              help="How often to look at the subprocesses and the store.")
+@pass_context
+def run(ctx: Context, manifests: tuple[str, ...], max_parallel: int | None, timeout: float | None,
+        exit_when_waiting: bool, poll: float) -> None:
+    """Run MANIFESTS (files or folders of YAML) on this machine, as the operator would on a cluster.
+
+    The same reconcile functions decide; each Job runs as a subprocess of the same `oraculum` verb
+    its pod would run, against the local store. PreprocessingJobs make their datasets first;
+    an experiment with a simulated oracle runs to the end unattended, one with a human oracle waits
+    for the labels to be submitted. Progress and Kubernetes-style events are printed; running the
+    same command again resumes. Exit status 1 if a resource Failed.
+    """
+    from oraculum.runner import LocalRunner, load_all
+    from oraculum.store import open_store
+
+    resources = load_all(manifests)
+    if not resources:
+        _fail("no manifest found")
+    try:
+        runner = LocalRunner(open_store(settings=ctx.settings), ctx.settings, echo=click.echo,
+                             max_parallel=max_parallel, poll_seconds=poll)
+    except ValueError as error:
+        _fail(str(error))
+    result = runner.run(resources, timeout=timeout, exit_when_waiting=exit_when_waiting)
+    for label, phase in result.phases.items():
+        click.echo(f"{label}: {phase}: {result.statuses[label].get('message', '')}")
+    if any(phase == "Failed" for phase in result.phases.values()):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--iteration", "-k", type=click.IntRange(min=0), required=True, help="Iteration whose batch to label.")
+@click.option("--name", default=None, help="metadata.name of the ActiveLearningExperiment, when the file holds several.")
+@click.option("--labels", default=None,
+              help="Label file (CSV id/filename,label; local path or store key); default: the manifest's oracle.labels.")
+@pass_context
+def answer(ctx: Context, manifest: str, iteration: int, name: str | None, labels: str | None) -> None:
+    """The simulated oracle: label iteration K's batch from a file of known labels.
+
+    Writes the same durable label events the API writes for a person (oracle and estimation
+    items; unknown spectra are answered unsure). Idempotent: items already labelled are skipped.
+    This is the Job a simulated-oracle experiment runs after each iteration.
+    """
+    from oraculum.experiments import ExperimentError
+    from oraculum.oracle import SimulatedOracle
+    from oraculum.store import StoreError, open_store
+
+    experiment, spec = _experiment(manifest, name)
+    store = open_store(settings=ctx.settings)
+    try:
+        summary = SimulatedOracle.from_spec(spec, store, labels).answer(store, experiment, iteration)
+    except (ExperimentError, StoreError, ValueError) as error:
+        _fail(str(error))
+    click.echo(f"iteration {iteration}: the simulated oracle labelled {summary.oracle} oracle and "
+               f"{summary.estimation} estimation spectra ({summary.skipped} already labelled): "
+               + json.dumps(summary.labels))
+
+
+@main.command("operator")
+@click.option("--namespace", "-n", "namespaces", multiple=True, metavar="NS",
+              help="Watch only this namespace (repeatable). Default: every namespace.")
+@click.option("--liveness", "liveness", default=None, metavar="URL",
+              help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+@pass_context
+def operator_command(ctx: Context, namespaces: tuple[str, ...], liveness: str | None) -> None:
+    """Run the Kubernetes operator: reconcile PreprocessingJobs and ActiveLearningExperiments.
+
+    Uses the in-cluster service account, or the kubeconfig outside a cluster. Child Jobs are built
+    from ORACULUM_JOB_* settings (image, settings ConfigMap, S3 Secret; see `oraculum.jobs.JobConfig`);
+    the store settings (ORACULUM_STORE, ...) must match the ones the Jobs get.
+    """
+    import kopf
+
+    from oraculum.operator.main import run_operator
+
+    try:
+        run_operator(ctx.settings, namespaces=list(namespaces), liveness=liveness)
+    except kopf.LoginError as error:
+        _fail(f"cannot log in to Kubernetes: {error}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,8 +71,58 @@ class Source:
         return sorted(files, key=lambda info: info.key)
 
 
+#: ``synthetic:COUNT[?seed=S]``: a source of synthetic spectra (see :func:`synthetic_source`).
+SYNTHETIC_SCHEME = "synthetic:"
+
+
+def synthetic_prefix(count: int, seed: int = 0) -> str:
+    """Store prefix of the synthetic archive ``synthetic:COUNT?seed=SEED`` (its ``labels.csv`` is the
+    simulated oracle's answer file)."""
+    return f"archive/synthetic-{count}-s{seed}"
+
+
+def parse_synthetic(spec: str) -> tuple[int, int]:
+    """(count, seed) of ``synthetic:COUNT[?seed=S]``; ValueError naming the problem otherwise."""
+    from urllib.parse import parse_qs
+
+    body = spec[len(SYNTHETIC_SCHEME):].lstrip("/")
+    count_text, _, query = body.partition("?")
+    params = parse_qs(query)
+    try:
+        count = int(count_text)
+        seed = int(params.pop("seed", ["0"])[0])
+    except ValueError:
+        raise ValueError(f"source {spec!r}: use synthetic:COUNT or synthetic:COUNT?seed=S with integers") from None
+    if params:
+        raise ValueError(f"source {spec!r}: unknown option(s) {sorted(params)}; only seed is understood")
+    if count < 1 or seed < 0:
+        raise ValueError(f"source {spec!r}: need COUNT >= 1 and seed >= 0")
+    return count, seed
+
+
+def synthetic_source(spec: str, settings: Settings | None = None) -> "Source":
+    """Synthetic LAMOST-format spectra, generated into the store once and then read like an archive.
+
+    Generation is deterministic and every write is atomic, so several pods of an Indexed Job
+    that start together may all generate: they write identical bytes, and each lists the files
+    only after its own generation finished. ``truth.csv`` is written last and marks a finished
+    archive, so later runs reuse it.
+    """
+    from oraculum import synth
+
+    count, seed = parse_synthetic(spec)
+    store = open_store(settings=settings)
+    prefix = synthetic_prefix(count, seed)
+    if not store.exists(f"{prefix}/truth.csv"):
+        synth.generate(store, prefix, synth.SynthConfig(count=count, seed=seed))
+    return Source(open_store(f"{store.url.rstrip('/')}/{prefix}", settings), DEFAULT_PATTERNS, spec)
+
+
 def open_source(spec: str, patterns: tuple[str, ...] | None = None, settings: Settings | None = None) -> Source:
-    """A :class:`Source` for a local folder, a single local file, or an ``s3://bucket/prefix``."""
+    """A :class:`Source` for a local folder, a single local file, an ``s3://bucket/prefix``, or
+    ``synthetic:COUNT?seed=S`` (synthetic spectra made in the store on first use)."""
+    if spec.startswith(SYNTHETIC_SCHEME):
+        return synthetic_source(spec, settings)
     patterns = tuple(patterns) if patterns else DEFAULT_PATTERNS
     if spec.startswith("s3://"):
         return Source(open_store(spec, settings), patterns, spec)

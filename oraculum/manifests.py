@@ -38,12 +38,36 @@ class ManifestError(ValueError):
 # --- PreprocessingJob -------------------------------------------------------------------------
 
 
-class SourceSpec(SpecModel):
-    """Where the raw files are."""
+class SyntheticSourceSpec(SpecModel):
+    """Synthetic LAMOST-format spectra with known labels (oraculum.synth), made on first use.
 
-    url: str = Field(
+    For demos, end-to-end tests and backtests: a pool that needs no archive. The files are
+    written once to ``archive/synthetic-<count>-s<seed>/`` in the store, with ``labels.csv``
+    beside them (the simulated oracle's answers); figures from them come from synthetic data.
+    """
+
+    count: int = Field(ge=10, le=10_000_000, description="Number of synthetic spectrum files.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed: the same seed gives the same files.")
+
+
+class SourceSpec(SpecModel):
+    """Where the raw files are: an archive folder or bucket (url), or synthetic spectra."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.url) != has(self.synthetic)", "message": "give exactly one of url and synthetic"}
+            ]
+        }
+    )
+
+    url: str | None = Field(
+        None,
         description="A folder, or s3://bucket/prefix on the cluster's object store (searched recursively).",
         min_length=1,
+    )
+    synthetic: SyntheticSourceSpec | None = Field(
+        None, description="Generate synthetic LAMOST-format spectra instead of reading an archive."
     )
     patterns: list[str] = Field(
         default_factory=lambda: ["*.fits", "*.fit", "*.fts", "*.fits.gz", "*.fit.gz", "*.fts.gz"],
@@ -53,9 +77,26 @@ class SourceSpec(SpecModel):
         "auto", description="File format; detected per file (LAMOST LRS/MRS, Ondřejov CCD700, generic)."
     )
 
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SourceSpec":
+        if (self.url is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of source.url (an archive) and source.synthetic (generated spectra)")
+        return self
+
+    def location(self) -> str:
+        """The SOURCE argument of ``oraculum preprocess``: the url, or ``synthetic:COUNT?seed=S``."""
+        if self.synthetic is not None:
+            return f"synthetic:{self.synthetic.count}?seed={self.synthetic.seed}"
+        assert self.url is not None
+        return self.url
+
 
 class GridSpec(SpecModel):
     """The common wavelength grid (defaults: Škoda et al. 2020)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": "self.end > self.start", "message": "grid end must be greater than start"}]}
+    )
 
     start: float = Field(6519.0, gt=0, description="First grid wavelength in Å.")
     end: float = Field(6732.0, gt=0, description="Last grid wavelength in Å.")
@@ -104,6 +145,7 @@ class PreprocessingJobSpec(SpecModel):
     shards: int = Field(1, ge=1, le=100_000, description="Shards: pods of the Indexed Job, and HDF5 parts of the dataset.")
     parallelism: int = Field(1, ge=1, le=10_000, description="Pods running at once.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Compute per pod.")
+    suspend: bool = Field(False, description="Pause: running pods stop, finished shards stay; clear to resume.")
 
     def parameters(self) -> PreprocessingParameters:
         """The core's preprocessing parameters for this spec."""
@@ -224,6 +266,15 @@ class StoppingSpec(SpecModel):
 class OracleSpec(SpecModel):
     """Who answers: a person in the dashboard, or a label file (backtests, tests)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.type != 'simulated' || has(self.labels)",
+                 "message": "oracle.labels is required when oracle.type is simulated"}
+            ]
+        }
+    )
+
     type: Literal["human", "simulated"] = Field("human", description="human: labels come from the dashboard/API.")
     labels: str | None = Field(
         None, description="For simulated: CSV with true labels (columns id,label or filename,label), store key or path."
@@ -271,6 +322,105 @@ class ExperimentSpec(SpecModel):
         return [i for i, c in enumerate(self.classes) if c.target]
 
 
+# --- Status (written by the operator and by ``oraculum run``) ----------------------------------
+
+
+class StatusModel(BaseModel):
+    """camelCase like the specs, but tolerant: a status written by a newer operator still parses."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+ExperimentPhase = Literal["Pending", "Training", "AwaitingLabels", "Succeeded", "Failed", "Suspended"]
+PreprocessingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+class Condition(StatusModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(description="Kind of condition, e.g. Progressing, Succeeded, Failed, Schedulable, SpecValid.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition, for machines.")
+    message: str = Field("", description="What happened and what to do, for people.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="metadata.generation the condition was set from.")
+
+
+class ChildJob(StatusModel):
+    """A Kubernetes Job the resource started (named deterministically, so never duplicated)."""
+
+    name: str = Field(description="Job name.")
+    purpose: Literal["iterate", "answer", "evaluate", "preprocess"] = Field(
+        description="iterate: train and choose a batch; answer: the simulated oracle labels it; evaluate: "
+        "estimate performance from the labels; preprocess: the Indexed Job of a PreprocessingJob."
+    )
+    iteration: int | None = Field(None, description="Iteration the Job belongs to (experiments only).")
+    state: Literal["Created", "Pending", "Running", "Succeeded", "Failed", "Suspended"] = Field(
+        description="Created (asked for, not seen yet), Pending (waiting for a node), Running, Succeeded, Failed "
+        "or Suspended."
+    )
+    failed_pods: int = Field(0, description="Pods of the Job that failed so far (retried up to backoffLimit).")
+
+
+class BatchStatus(StatusModel):
+    """The current oracle batch (oracle items plus estimation items)."""
+
+    size: int = Field(0, description="Spectra to label in this iteration.")
+    labelled: int = Field(0, description="Spectra of the batch labelled so far (any label, unsure included).")
+
+
+class EstimateStatus(StatusModel):
+    """The latest precision estimate of the predicted targets."""
+
+    iteration: int = Field(description="Iteration the estimate belongs to.")
+    value: float | None = Field(None, description="Estimated precision of the predicted targets.")
+    low: float | None = Field(None, description="Lower bound of the confidence interval.")
+    high: float | None = Field(None, description="Upper bound of the confidence interval.")
+    summary: str = Field("", description="The estimate and interval as text (the Estimate column).")
+
+
+class HistoryEntry(StatusModel):
+    """What one finished iteration achieved."""
+
+    iteration: int = Field(description="Iteration number (0 = the first).")
+    labels: int = Field(0, description="Labels in the store after this iteration (oracle plus estimation).")
+    estimate: float | None = Field(None, description="Estimated precision of the predicted targets.")
+    low: float | None = Field(None, description="Lower bound of its confidence interval.")
+    high: float | None = Field(None, description="Upper bound of its confidence interval.")
+    predicted_targets: int | None = Field(None, description="Spectra the network predicts as targets.")
+    durations: dict[str, float] = Field(default_factory=dict, description="Seconds per step of the iteration Job.")
+
+
+class ExperimentStatus(StatusModel):
+    """Where an ActiveLearningExperiment is; written only by its controller."""
+
+    phase: ExperimentPhase = Field("Pending", description="Pending, Training, AwaitingLabels, Succeeded, Failed or Suspended.")
+    iteration: int = Field(0, description="Current iteration (0 = the first).")
+    observed_generation: int | None = Field(None, description="metadata.generation this status was computed from.")
+    message: str = Field("", description="One line about what happens now.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    batch: BatchStatus | None = Field(None, description="The current batch, once the iteration chose it.")
+    labels: int = Field(0, description="Labels in the store so far (oracle plus estimation).")
+    estimate: EstimateStatus | None = Field(None, description="The latest estimate.")
+    history: list[HistoryEntry] = Field(default_factory=list, description="One entry per evaluated iteration.")
+    jobs: list[ChildJob] = Field(default_factory=list, description="Child Jobs of the current iteration.")
+
+
+class PreprocessingJobStatus(StatusModel):
+    """Where a PreprocessingJob is; written only by its controller."""
+
+    phase: PreprocessingPhase = Field("Pending", description="Pending, Running, Succeeded, Failed or Suspended.")
+    observed_generation: int | None = Field(None, description="metadata.generation this status was computed from.")
+    message: str = Field("", description="One line about what happens now.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    shards: int = Field(0, description="Shards (pods of the Indexed Job) in total.")
+    shards_done: int = Field(0, description="Shards written to the store.")
+    processed: int = Field(0, description="Spectra stored in the dataset so far.")
+    rejected: int = Field(0, description="Files rejected so far (see the dataset's rejected.jsonl).")
+    dataset: str = Field("", description="The dataset being written.")
+    jobs: list[ChildJob] = Field(default_factory=list, description="The Indexed Job.")
+
+
 class Metadata(BaseModel):
     """The part of Kubernetes object metadata that oraculum reads."""
 
@@ -308,6 +458,11 @@ def _describe(error: ValidationError) -> str:
         location = ".".join(str(part) for part in issue["loc"])
         parts.append(f"{location}: {issue['msg']}" + (f" (got {issue['input']!r})" if issue.get("type") != "missing" and not isinstance(issue.get("input"), dict) else ""))
     return "; ".join(parts)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A pydantic error as ``field.path: message (got value)``, joined by ``; ``."""
+    return _describe(error)
 
 
 def parse_manifest(document: dict[str, Any], origin: str = "<manifest>") -> Manifest:

@@ -1,0 +1,81 @@
+"""``oraculum operator``: run the kopf operator with the oraculum handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import kopf
+
+from oraculum.jobs import JobConfig
+from oraculum.settings import Settings
+from oraculum.store import ObjectStore, open_store
+
+from .controller import Reconciler
+from .handlers import build_registry, configure
+from .kube import KubeClient
+
+__all__ = ["make_login", "operator_main", "run_operator"]
+
+
+def make_login(connection: kopf.ConnectionInfo | None = None) -> Callable[[], kopf.ConnectionInfo]:
+    """How to reach the API server: ``connection`` if given (tests), else the pod's service
+    account, else the kubeconfig. kopf and the reconciler's client use the same one."""
+
+    def login() -> kopf.ConnectionInfo:
+        if connection is not None:
+            return connection
+        settings = kopf.OperatorSettings()
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+        if info is None:
+            raise kopf.LoginError("no service account token and no kubeconfig: cannot reach a Kubernetes API server")
+        return info
+
+    return login
+
+
+async def operator_main(
+    settings: Settings,
+    *,
+    namespaces: list[str] | None = None,
+    connection: kopf.ConnectionInfo | None = None,
+    liveness: str | None = None,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+    poll_interval: float = 30.0,
+    config: JobConfig | None = None,
+    store_factory: Callable[[], ObjectStore] | None = None,
+    now: Callable[[], datetime] | None = None,
+    reconciler_out: list[Reconciler] | None = None,
+) -> None:
+    """Run until ``stop_flag`` is set (or for ever); see :func:`run_operator`."""
+    login = make_login(connection)
+    reconciler = Reconciler(KubeClient(login), store_factory or (lambda: open_store(settings=settings)),
+                            config or JobConfig(), now)
+    if reconciler_out is not None:
+        reconciler_out.append(reconciler)
+    registry = build_registry(reconciler, login, poll_interval)
+    operator_settings = kopf.OperatorSettings()
+    configure(operator_settings)
+    try:
+        await kopf.operator(
+            registry=registry, settings=operator_settings, standalone=True,
+            clusterwide=not namespaces, namespaces=namespaces or (),
+            liveness_endpoint=liveness, stop_flag=stop_flag, ready_flag=ready_flag,
+        )
+    finally:
+        await reconciler.client.close()
+
+
+def run_operator(settings: Settings, namespaces: list[str] | None = None, liveness: str | None = None) -> None:
+    """Block running the operator (SIGINT/SIGTERM stop it gracefully).
+
+    Raises :class:`kopf.LoginError` at once when there is no way to reach an API server (kopf
+    itself would retry for ever, which hides a missing kubeconfig behind a stream of tracebacks).
+    """
+    make_login()()
+    logging.getLogger("kopf").setLevel(logging.INFO)
+    logging.getLogger("oraculum.operator").setLevel(logging.INFO)
+    asyncio.run(operator_main(settings, namespaces=namespaces, liveness=liveness))
