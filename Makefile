@@ -7,6 +7,7 @@ demo:
 
 test:
 	@./scripts/bootstrap
+	@./scripts/test-services
 	.venv/bin/python -m pytest -q
 
 bench:

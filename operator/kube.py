@@ -71,8 +71,9 @@ KINDS: dict[str, tuple[str, str]] = {
 class KubeClient:
     """JSON requests to the API server; raises :class:`ApiError` on any non-2xx answer."""
 
-    def __init__(self, login: Callable[[], kopf.ConnectionInfo]) -> None:
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo], user_agent: str = USER_AGENT) -> None:
         self._login = login
+        self._user_agent = user_agent  # the API gateway reuses this client under its own name
         self._session: aiohttp.ClientSession | None = None
         self._info: kopf.ConnectionInfo | None = None
 
@@ -82,7 +83,7 @@ class KubeClient:
             ssl: Any = info.as_ssl_context() if info.server.startswith("https") else False
             if info.insecure:
                 ssl = False
-            headers = {"User-Agent": USER_AGENT, **info.as_http_headers()}
+            headers = {"User-Agent": self._user_agent, **info.as_http_headers()}
             self._session = aiohttp.ClientSession(
                 base_url=info.server.rstrip("/") + "/", headers=headers,
                 connector=aiohttp.TCPConnector(ssl=ssl), timeout=aiohttp.ClientTimeout(total=60),

@@ -730,5 +730,49 @@ def operator_command(ctx: Context, namespaces: tuple[str, ...], liveness: str | 
         _fail(f"cannot log in to Kubernetes: {error}")
 
 
+@main.group()
+def serve() -> None:
+    """Run a server: the API gateway (the dashboard comes next)."""
+
+
+@serve.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a container).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port to listen on.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (more than one needs ORACULUM_REDIS_URL: live state is then shared in Redis).")
+@click.option("--redis-url", default=None, metavar="URL",
+              help="Redis for live state (locks, progress, events), e.g. redis://redis:6379/0. Env: ORACULUM_REDIS_URL.")
+@click.option("--backend", type=click.Choice(["auto", "local", "kubernetes"]), default=None,
+              help="Where experiments live: kubernetes custom resources, the local runner's registry, or auto "
+                   "(kubernetes inside a cluster). Env: ORACULUM_API_BACKEND.")
+@click.option("--run-jobs/--no-run-jobs", default=None,
+              help="Local backend: also run the Jobs of resources created through the API (the local runner). "
+                   "Env: ORACULUM_API_RUN_JOBS.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="Server log level.")
+@pass_context
+def serve_api(ctx: Context, host: str, port: int, workers: int, redis_url: str | None, backend: str | None,
+              run_jobs: bool | None, log_level: str) -> None:
+    """Serve the API gateway with uvicorn: OpenAPI at /docs, everything under /api/v1, probes at
+    /healthz and /readyz, Prometheus metrics at /metrics.
+
+    Tokens come from ORACULUM_AUTH_FILE (a YAML/JSON list of {name, role, token}) and/or
+    ORACULUM_API_TOKENS ("name:role:token,..."); roles viewer, oracle, admin, worker. Serve under an
+    ingress path prefix with ORACULUM_ROOT_PATH.
+    """
+    from oraculum.api.app import serve as serve_app
+    from oraculum.api.auth import AuthConfigError
+
+    updates = {key: value for key, value in {"redis_url": redis_url, "api_backend": backend,
+                                            "api_run_jobs": run_jobs}.items() if value is not None}
+    settings = ctx.settings.model_copy(update=updates)
+    if workers > 1 and not settings.redis_url:
+        _fail("--workers above 1 needs Redis (--redis-url or ORACULUM_REDIS_URL): in-process state is per process")
+    try:
+        serve_app(settings, host=host, port=port, workers=workers, log_level=log_level)
+    except AuthConfigError as error:
+        _fail(f"invalid API tokens: {error}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -134,6 +134,20 @@ def open_source(spec: str, patterns: tuple[str, ...] | None = None, settings: Se
     return Source(LocalStore(path), patterns, str(path.resolve()))
 
 
+def archive_store(source_url: str, settings: Settings | None = None) -> ObjectStore:
+    """The store that holds a dataset's raw files, from its ``index.source.url``, so a spectrum's
+    ``source_key`` can be read again (the raw spectrum, full range). Unlike :func:`open_source`
+    this never generates anything: a synthetic archive is looked up where it was made."""
+    if source_url.startswith(SYNTHETIC_SCHEME):
+        count, seed = parse_synthetic(source_url)
+        base = open_store(settings=settings)
+        return open_store(f"{base.url.rstrip('/')}/{synthetic_prefix(count, seed)}", settings)
+    if source_url.startswith("s3://"):
+        return open_store(source_url, settings)
+    path = Path(source_url.removeprefix("file://")).expanduser()
+    return LocalStore(path.parent if path.is_file() else path)
+
+
 def listing_checksum(files: list[ObjectInfo]) -> str:
     """Identifies a listing: shards of one dataset must all come from the same listing."""
     digest = hashlib.sha256()

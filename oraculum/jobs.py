@@ -97,7 +97,17 @@ class JobConfig(BaseSettings):
     pending_timeout_seconds: float = Field(
         600, ge=0, description="A Job whose pods are not running after this long is reported as unschedulable."
     )
-    run_as_user: int = Field(1000, ge=1, description="UID the containers run as (non-root).")
+    run_as_user: int = Field(10001, ge=1, description="UID the containers run as (non-root; the images create uid 10001).")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels added to pods that request GPUs (JSON in the environment); the resource's own "
+        "node_selector wins on the same key.",
+    )
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations added to pods that request GPUs (JSON in the environment), e.g. for the "
+        "nvidia.com/gpu taint of GPU nodes; the resource's own tolerations are kept.",
+    )
 
 
 def child_name(base: str, suffix: str, limit: int = 63) -> str:
@@ -223,10 +233,14 @@ def _pod_template(
     }
     if config.service_account:
         spec["serviceAccountName"] = config.service_account
-    if resources.node_selector:
-        spec["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        spec["tolerations"] = copy.deepcopy(resources.tolerations)
+    node_selector = {**config.gpu_node_selector, **resources.node_selector} if resources.gpu else dict(resources.node_selector)
+    tolerations = copy.deepcopy(resources.tolerations)
+    if resources.gpu:  # the installation's GPU placement (chart: workers.gpu), after the resource's own
+        tolerations += [copy.deepcopy(t) for t in config.gpu_tolerations if t not in tolerations]
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    if tolerations:
+        spec["tolerations"] = tolerations
     template = {"metadata": {"labels": dict(labels)}, "spec": spec}
     if resources.pod_template:
         template = merge_pod_template(template, resources.pod_template)

@@ -13,11 +13,15 @@ Status is kept in the store under ``local/<plural>/<name>/status.json`` with the
 so running the same manifest again resumes where it stopped (a Job that was running when the
 runner stopped is *vanished* and starts again; finished steps are found in the store), and a
 changed manifest counts as a new generation (which retries a Failed resource).
+
+The manifests themselves are registered beside the status (:mod:`oraculum.registry`), which is
+what the API gateway lists, creates, suspends, resumes and deletes on one machine. The runner
+re-reads that desired state before each reconcile, so a suspend or delete through the API reaches
+a running ``oraculum run``; :meth:`LocalRunner.serve` runs whatever the API created.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +41,8 @@ from oraculum.jobs import CONTAINER, LABEL_EXPERIMENT, LABEL_PPJ, POD_ONLY_ENV, 
 from oraculum.manifests import ActiveLearningExperiment, ExperimentSpec, Manifest, PreprocessingJob
 from oraculum.observe import observe_dataset, observe_experiment
 from oraculum.reconcile import Decision, ObjectRef, ObservedJob, reconcile_experiment, reconcile_preprocessing
+from oraculum.registry import LocalRegistry
+from oraculum.registry import spec_hash as _spec_hash
 from oraculum.settings import Settings
 from oraculum.store import KeyNotFound, LocalStore, ObjectStore
 
@@ -346,12 +352,15 @@ class LocalRunner:
         self.poll = poll_seconds
         self.config = config or JobConfig()
         self.jobs = LocalJobs(self.settings, Path(store.url) / "local" / "logs", max_parallel)
+        self.registry = LocalRegistry(store)
 
-    def _load(self, manifest: Manifest) -> _Resource:
+    def _load(self, manifest: Manifest, register: str | None = "oraculum-run") -> _Resource:
         kind = manifest.kind
         plural = "activelearningexperiments" if kind == "ActiveLearningExperiment" else "preprocessingjobs"
         raw_spec = manifest.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-        spec_hash = hashlib.sha256(json.dumps(raw_spec, sort_keys=True).encode()).hexdigest()
+        spec_hash = _spec_hash(raw_spec)
+        if register:
+            self.registry.apply(manifest, managed_by=register)
         try:
             saved = json.loads(self.store.get_bytes(_status_key(plural, manifest.metadata.name)))
         except KeyNotFound:
@@ -401,6 +410,78 @@ class LocalRunner:
             self.echo(f"[{resource.label}] {decision.phase}: {decision.status.get('message', '')}")
         self._save(resource)
 
+    def _tick(self, resource: _Resource, now: float) -> None:
+        decision = self._reconcile(resource)
+        self._apply(resource, decision)
+        delay = decision.requeue_after if decision.requeue_after is not None else self.poll
+        resource.next_check = now + min(max(delay, 0.0), 5.0)
+        if self._waiting_for_person(resource) and not resource.hinted:
+            resource.hinted = True
+            self.echo(f"  {resource.label} waits for the oracle: label iteration "
+                      f"{resource.status.get('iteration', 0)} in the dashboard and submit it")
+
+    def _forget(self, resource: _Resource) -> None:
+        """Stop and remove the Jobs of a deleted resource (its children, garbage-collected)."""
+        label = LABEL_EXPERIMENT if resource.kind == "ActiveLearningExperiment" else LABEL_PPJ
+        for name in self.jobs.observe(label, resource.name):
+            self.jobs.delete(name)
+
+    def _desired(self, resource: _Resource) -> _Resource | None:
+        """The resource as registered now: itself, a reload after a spec change (a new
+        generation, e.g. suspended through the API), or None when it was deleted."""
+        registered = self.registry.get(resource.kind, resource.name)
+        if registered is None:
+            self._forget(resource)
+            self.echo(f"[{resource.label}] deleted")
+            return None
+        if _spec_hash(registered.spec) == resource.spec_hash:
+            return resource
+        try:
+            manifest = registered.parsed()
+        except ValueError as error:  # an invalid manifest in the registry: keep the last good one
+            self.echo(f"  ! {resource.label}: ignoring an invalid registered manifest: {error}")
+            return resource
+        reloaded = self._load(manifest, register=None)
+        reloaded.hinted = resource.hinted
+        return reloaded
+
+    def serve(self, stop: Any, managed_by: str = "api") -> None:
+        """Reconcile every registered resource managed by ``managed_by`` until ``stop`` (a
+        :class:`threading.Event`) is set: the local runner of the API gateway on one machine.
+        Resources appear, change and disappear as the registry does."""
+        resources: dict[tuple[str, str], _Resource] = {}
+        try:
+            while not stop.is_set():
+                for job_name, log in self.jobs.step():
+                    self.echo(f"  ! pod of Job {job_name} failed; last lines of {log}:")
+                    for line in _tail(log, 12):
+                        self.echo(f"      {line}")
+                wanted = {}
+                for kind in ("PreprocessingJob", "ActiveLearningExperiment"):
+                    for registered in self.registry.list(kind):
+                        if registered.managed_by == managed_by:
+                            wanted[(kind, registered.name)] = registered
+                for key in list(resources):
+                    if key not in wanted:
+                        self._forget(resources.pop(key))
+                now = time.monotonic()
+                for key, registered in wanted.items():
+                    resource = resources.get(key)
+                    if resource is None or resource.spec_hash != _spec_hash(registered.spec):
+                        try:
+                            fresh = self._load(registered.parsed(), register=None)
+                        except ValueError as error:
+                            self.echo(f"  ! {key[0]} {key[1]}: invalid registered manifest: {error}")
+                            continue
+                        if resource is not None:
+                            fresh.hinted = resource.hinted
+                        resources[key] = resource = fresh
+                    if now >= resource.next_check:
+                        self._tick(resource, now)
+                stop.wait(self.poll)
+        finally:
+            self.jobs.stop()
+
     def _waiting_for_person(self, resource: _Resource) -> bool:
         spec = resource.manifest.spec
         return (resource.kind == "ActiveLearningExperiment" and isinstance(spec, ExperimentSpec)
@@ -419,17 +500,18 @@ class LocalRunner:
                     for line in _tail(log, 12):
                         self.echo(f"      {line}")
                 now = time.monotonic()
-                for resource in resources:
+                for resource in list(resources):
                     if now < resource.next_check:
                         continue
-                    decision = self._reconcile(resource)
-                    self._apply(resource, decision)
-                    delay = decision.requeue_after if decision.requeue_after is not None else self.poll
-                    resource.next_check = now + min(max(delay, 0.0), 5.0)
-                    if self._waiting_for_person(resource) and not resource.hinted:
-                        resource.hinted = True
-                        self.echo(f"  {resource.label} waits for the oracle: label iteration "
-                                  f"{resource.status.get('iteration', 0)} in the dashboard and submit it")
+                    current = self._desired(resource)
+                    if current is None:
+                        resources.remove(resource)
+                        continue
+                    if current is not resource:
+                        resources[resources.index(resource)] = resource = current
+                    self._tick(resource, now)
+                if not resources:
+                    break
                 settled = [r.phase in ("Succeeded", "Failed") for r in resources]
                 if all(settled) and not self.jobs.busy():
                     break

@@ -7,6 +7,8 @@ in-process state instead of Redis. Each real backend is chosen by setting its UR
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,6 +39,40 @@ class Settings(BaseSettings):
     cache_dir: str | None = Field(
         None,
         description="Local folder for copies of remote dataset shards; a temporary folder if unset.",
+    )
+
+    # -- the API gateway (``oraculum serve api``); plain values, so the core stays web-free ----------
+    auth_file: str | None = Field(
+        None,
+        description="API tokens: a YAML or JSON list of {name, role, token} (roles viewer, oracle, admin, "
+        "worker), e.g. mounted from a Kubernetes Secret; re-read when it changes.",
+    )
+    api_tokens: str | None = Field(
+        None, description="API tokens as 'name:role:token,name:role:token' (added to those of auth_file)."
+    )
+    root_path: str = Field("", description="Path prefix the API is served under behind an ingress, e.g. /oraculum.")
+    api_max_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest request body the API accepts (larger: 413)."
+    )
+    api_backend: Literal["auto", "local", "kubernetes"] = Field(
+        "auto",
+        description="Where the API finds experiments: kubernetes (custom resources), local (the local "
+        "runner's registry in the store), or auto (kubernetes inside a cluster, else local).",
+    )
+    namespace: str | None = Field(
+        None, description="Kubernetes namespace of the API's resources (default: the pod's own, else 'default')."
+    )
+    api_run_jobs: bool = Field(
+        False,
+        description="Local backend only: run the Jobs of resources created through the API in this process "
+        "(the local runner, as `oraculum run` does).",
+    )
+    api_lock_seconds: float = Field(
+        120.0, gt=0, le=86_400, description="How long an oracle's claim on a batch item lasts unless renewed."
+    )
+    archive_url_template: str = Field(
+        "https://www.lamost.org/dr7/v2.0/spectrum/view?obsid={obsid}",
+        description="Archive page of a spectrum, from its obsid (the LAMOST archive by default).",
     )
 
 

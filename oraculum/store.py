@@ -166,6 +166,22 @@ class LocalStore(ObjectStore):
         self._path(key).unlink(missing_ok=True)
 
 
+def _http_pool(connections: int = 64) -> object:
+    """minio's default HTTP pool, but keeping up to ``connections`` connections per host: a
+    server (the API gateway) calls the store from many threads at once, and minio's default of
+    10 would open and drop a connection for each request beyond that."""
+    import certifi
+    import urllib3
+    from urllib3.util import Retry, Timeout
+
+    timeout = 300
+    return urllib3.PoolManager(
+        timeout=Timeout(connect=timeout, read=timeout), maxsize=connections,
+        cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
 class S3Store(ObjectStore):
     """Objects in an S3 or MinIO bucket, optionally below a key prefix."""
 
@@ -191,6 +207,7 @@ class S3Store(ObjectStore):
             secret_key=secret_key,
             secure=endpoint.scheme == "https",
             region=settings.s3_region,
+            http_client=_http_pool(),
         )
         self.bucket = bucket
         self.prefix = prefix.strip("/")

@@ -64,7 +64,7 @@ def test_iteration_job_has_owner_limits_and_failure_policy() -> None:
     assert any(r["action"] == "FailJob" and r["onExitCodes"]["values"] == [2] for r in rules)  # usage errors fail fast
     pod = s["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     c = container(job)
     assert c["command"] == ["oraculum"]
     assert c["args"] == ["--no-progress", "iterate", "/etc/oraculum/experiment.yaml", "--iteration", "2"]

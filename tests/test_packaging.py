@@ -30,8 +30,9 @@ def test_wheel_maps_operator_into_the_package(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for folder in ("oraculum", "operator"):
-        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("oraculum", "operator", "api", "dashboard"):
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                              "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -39,6 +40,7 @@ def test_wheel_maps_operator_into_the_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "oraculum/operator/handlers.py" in names and "oraculum/operator/rbac.yaml" in names
     assert not any(name.startswith("operator/") for name in names)
+    assert "oraculum/api/app.py" in names and "oraculum/api/routers/labels.py" in names and "oraculum/api/rbac.yaml" in names
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(wheel).extractall(unpacked)
     probe = f"import sys; sys.path.insert(0, {str(unpacked)!r}); " + PROBE

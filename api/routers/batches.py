@@ -1,0 +1,122 @@
+"""The batch of an iteration: items with predictions (hidden for blind estimation items until
+they are labelled), current labels and who is labelling what; the 2-D map; labelling progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from oraculum.experiments import iteration_key, list_iterations
+
+from ..deps import ExperimentName, Iteration, State, Viewer
+from ..live import LiveUnavailable
+from ..models import BatchOut, IterationsOut, IterationSummary, MapOut, MapPoint, ProgressOut
+from ..state import UNSURE, AppState, finite
+
+router = APIRouter(prefix="/experiments/{name}", tags=["batches"])
+
+
+async def build_batch(state: AppState, name: str, iteration: int) -> BatchOut:
+    resource, _ = await state.current_iteration(name)
+    batch = await state.batch(name, iteration)
+    labels = await state.labels(name, iteration)
+    hidden = await state.hidden_predictions(name, iteration)
+    try:
+        claims = await state.live.holders(f"{name}:{iteration}:")
+    except LiveUnavailable:
+        claims = {}
+    locks = {int(key.rsplit(":", 1)[1]): who for key, (who, _) in claims.items()}
+    items = []
+    for index, item in batch["_by_index"].items():
+        entry = labels.get(index)
+        label = None
+        if entry is not None and entry.get("label") is not None:
+            label = {"label": entry["label"], "who": entry.get("who"), "when": entry.get("when"),
+                     "comment": entry.get("comment"), "bulk": bool(entry.get("bulk"))}
+        out: dict[str, Any] = {
+            "index": index, "id": str(item["id"]), "set": item.get("set", "oracle"), "reason": item.get("reason"),
+            "score": finite(item.get("score")), "predicted": item.get("predicted"),
+            "probabilities": item.get("probabilities"), "meta": item.get("meta") or {}, "label": label,
+            "lock": locks.get(index),
+        }
+        secret = hidden.get(str(index))
+        if out["probabilities"] is None and secret is not None:
+            if label is not None:  # labelled: the hidden prediction may be shown now
+                out.update(score=finite(secret.get("score")), predicted=secret.get("predicted"),
+                           probabilities=secret.get("probabilities"))
+            else:
+                out["prediction_hidden"] = True
+        items.append(out)
+    classes = state.classes(resource, batch)
+    progress = state.progress(name, iteration, batch, labels, await state.submitted(resource, iteration))
+    return BatchOut(
+        experiment=name, iteration=iteration, dataset=str(batch.get("dataset", "")), strategy=batch.get("strategy"),
+        cold_start=bool(batch.get("cold_start")), blind=bool(batch.get("blind", True)), classes=classes,
+        labels=[c.get("name") for c in classes] + [UNSURE], size=len(items),
+        oracle_size=sum(1 for i in items if i["set"] == "oracle"),
+        estimation_size=sum(1 for i in items if i["set"] == "estimation"), created=batch.get("created"),
+        items=items, progress=ProgressOut(**progress),
+    )
+
+
+@router.get("/batch", response_model=BatchOut, summary="The current iteration's batch")
+async def current_batch(state: State, _: Viewer, name: ExperimentName) -> BatchOut:
+    _, current = await state.current_iteration(name)
+    return await build_batch(state, name, current)
+
+
+@router.get("/iterations", response_model=IterationsOut, summary="Iterations that chose a batch, with their state")
+async def iterations(state: State, _: Viewer, name: ExperimentName) -> IterationsOut:
+    resource, current = await state.current_iteration(name)
+    history = {int(h.get("iteration", -1)): h for h in (resource.status or {}).get("history") or []}
+    out = []
+    for k in await state.io(list_iterations, state.store, name):
+        metrics = await state.read_json(iteration_key(name, k, "metrics"))
+        batch = await state.batch(name, k)
+        precision = (metrics or {}).get("target_precision") or {}
+        entry = history.get(k, {})
+        out.append(IterationSummary(
+            iteration=k, size=len(batch["_by_index"]), evaluated=metrics is not None,
+            labelled=(metrics or {}).get("batch_labelled"), submitted=await state.submitted(resource, k),
+            estimate=finite(precision.get("estimate", entry.get("estimate"))),
+            low=finite(precision.get("low", entry.get("low"))), high=finite(precision.get("high", entry.get("high"))),
+        ))
+    return IterationsOut(experiment=name, current=current, iterations=out)
+
+
+@router.get("/iterations/{iteration}/batch", response_model=BatchOut, summary="The batch of one iteration")
+async def batch(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> BatchOut:
+    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    return await build_batch(state, name, iteration)
+
+
+@router.get("/iterations/{iteration}/map", response_model=MapOut, summary="2-D maps (PCA, t-SNE, UMAP) of the batch")
+async def batch_map(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> MapOut:
+    from fastapi import HTTPException
+
+    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    document = await state.cached(f"map:{name}:{iteration}", 10.0,
+                                  lambda: state.read_json(iteration_key(name, iteration, "map")))
+    if document is None:
+        raise HTTPException(404, f"experiment {name!r} has no map for iteration {iteration} (yet)")
+    labels = await state.labels(name, iteration)
+    methods = list(document.get("methods") or [])
+    points = []
+    for point in document.get("points") or []:
+        index = int(point["index"])
+        coordinates = {m: [finite(v) for v in point.get(m) or []] for m in methods}
+        entry = labels.get(index) or {}
+        points.append(MapPoint(index=index, id=str(point.get("id", "")), set=str(point.get("set", "")),
+                               coordinates=coordinates, label=entry.get("label")))
+    return MapOut(experiment=name, iteration=iteration, embedding=document.get("embedding"), methods=methods,
+                  parameters=document.get("parameters") or {}, notes=list(document.get("notes") or []), points=points)
+
+
+@router.get("/iterations/{iteration}/progress", response_model=ProgressOut,
+            summary='Labelling progress, e.g. "37 / 100 oracle, 12 / 30 estimation"')
+async def progress(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> ProgressOut:
+    resource = await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    batch = await state.batch(name, iteration)
+    labels = await state.labels(name, iteration)
+    return ProgressOut(**state.progress(name, iteration, batch, labels, await state.submitted(resource, iteration)))
