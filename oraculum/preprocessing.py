@@ -23,7 +23,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy.ndimage import gaussian_filter1d
 
 from oraculum.spectrum import RejectReason, Spectrum, SpectrumRejected
 from oraculum.wavelength import Medium, convert
@@ -140,6 +139,9 @@ def resample(spectrum: Spectrum, params: PreprocessingParameters) -> np.ndarray:
             f"{bad} non-finite flux values within {grid.start:.1f}-{grid.end:.1f} Å",
         )
     if params.blur_sigma_px:
+        # imported here: scipy.ndimage costs ~0.5 s at start-up, paid by every worker process
+        from scipy.ndimage import gaussian_filter1d
+
         window_flux = gaussian_filter1d(window_flux, params.blur_sigma_px, mode="nearest")
     return np.interp(grid.wavelengths, window_wl, window_flux)
 
