@@ -732,7 +732,7 @@ def operator_command(ctx: Context, namespaces: tuple[str, ...], liveness: str | 
 
 @main.group()
 def serve() -> None:
-    """Run a server: the API gateway (the dashboard comes next)."""
+    """Run a server: the API gateway or the oracle's dashboard."""
 
 
 @serve.command("api")
@@ -772,6 +772,35 @@ def serve_api(ctx: Context, host: str, port: int, workers: int, redis_url: str |
         serve_app(settings, host=host, port=port, workers=workers, log_level=log_level)
     except AuthConfigError as error:
         _fail(f"invalid API tokens: {error}")
+
+
+
+@serve.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a container).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8050, show_default=True, help="TCP port to listen on.")
+@click.option("--api-url", default=None, metavar="URL",
+              help="The API gateway as this server reaches it, e.g. http://oraculum-api:8000. "
+                   "Env: ORACULUM_API_URL (default http://127.0.0.1:8000).")
+@click.option("--root-path", default=None, metavar="PREFIX",
+              help="Path prefix behind an ingress, e.g. /oraculum (requests arrive with it). Env: ORACULUM_ROOT_PATH.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="gunicorn worker processes (the dashboard keeps no state of its own: any number works).")
+@click.option("--threads", type=click.IntRange(min=2), default=32, show_default=True,
+              help="Threads per worker; each open page holds one for its live event stream.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="Server log level (debug also logs every request).")
+def serve_dashboard(host: str, port: int, api_url: str | None, root_path: str | None, workers: int, threads: int,
+                    log_level: str) -> None:
+    """Serve the oracle's dashboard with gunicorn: experiments, labelling (keyboard first), the batch
+    map and performance, all through the API (ORACULUM_API_URL). Oracles sign in with their API
+    token; health probe at /healthz, readiness (the API answers) at <prefix>readyz.
+    """
+    from oraculum.dashboard.app import serve as serve_app
+    from oraculum.dashboard.config import DashboardSettings
+
+    updates = {key: value for key, value in {"api_url": api_url, "root_path": root_path}.items() if value is not None}
+    settings = DashboardSettings(**updates)
+    serve_app(settings, host=host, port=port, workers=workers, threads=threads, log_level=log_level)
 
 
 if __name__ == "__main__":  # pragma: no cover
