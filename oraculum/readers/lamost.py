@@ -29,7 +29,7 @@ from astropy.io import fits
 from oraculum.readers.arrays import make_spectrum, native_float
 from oraculum.readers.fits_header import HeaderCards, Unsure, keyword_fields
 from oraculum.readers.fits_io import check_data_complete, column_array, header_get, hdu_label
-from oraculum.readers.metadata import META_KEYWORDS, HeaderGet, first_of, meta_from_header
+from oraculum.readers.metadata import META_KEYWORDS, HeaderGet, first_of, meta_from_header, wcs_cards
 from oraculum.spectrum import RejectReason, Spectrum, SpectrumRejected
 from oraculum.wavelength import Medium
 
@@ -47,13 +47,7 @@ def _is_number(value: object) -> bool:
 
 def lrs_wcs(get: HeaderGet, where: str) -> tuple[float, float, float]:
     """(CRVAL1, step, CRPIX1) of a LAMOST log-linear wavelength WCS, or a rejection."""
-    crval = get("CRVAL1")
-    step = get("CD1_1")
-    if step is None:
-        step = get("CDELT1")
-    crpix = get("CRPIX1")
-    if crpix is None:
-        crpix = 1
+    crval, step, crpix = wcs_cards(get)
     if not (_is_number(crval) and _is_number(step) and _is_number(crpix)) or step == 0:
         raise SpectrumRejected(
             RejectReason.UNKNOWN_LAYOUT,

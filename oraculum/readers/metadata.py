@@ -139,3 +139,14 @@ def meta_from_header(get: HeaderGet, *, snr: float | None = None) -> SpectrumMet
         mjd=mjd,
         object_name=_text(get("OBJECT")),
     )
+
+
+def wcs_cards(get: HeaderGet) -> tuple[object, object, object]:
+    """The raw (CRVAL1, step, CRPIX1) of axis 1: the step from CD1_1, else CDELT1; CRPIX1
+    defaults to 1 as the FITS standard says. Each reader validates them for its own layout."""
+    step = get("CD1_1")
+    if step is None:
+        step = get("CDELT1")
+    crpix = get("CRPIX1")
+    return get("CRVAL1"), step, 1 if crpix is None else crpix
+

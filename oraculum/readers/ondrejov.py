@@ -19,7 +19,7 @@ from astropy.io import fits
 from oraculum.readers.arrays import make_spectrum
 from oraculum.readers.columns import medium_from_text, unit_factor_A
 from oraculum.readers.fits_io import check_data_complete, column_array, header_get, hdu_label
-from oraculum.readers.metadata import HeaderGet, first_of, meta_from_header
+from oraculum.readers.metadata import HeaderGet, first_of, meta_from_header, wcs_cards
 from oraculum.spectrum import RejectReason, Spectrum, SpectrumRejected
 from oraculum.wavelength import Medium
 
@@ -80,13 +80,7 @@ def read_image_1d(hdus: list, index: int, total_bytes: int, name: str) -> Spectr
     get = header_get(hdu.header)
     if index:
         get = first_of(get, header_get(hdus[0].header))
-    crval = get("CRVAL1")
-    step = get("CD1_1")
-    if step is None:
-        step = get("CDELT1")
-    crpix = get("CRPIX1")
-    if crpix is None:
-        crpix = 1
+    crval, step, crpix = wcs_cards(get)
     numbers = [crval, step, crpix]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) or step == 0:
         raise SpectrumRejected(
