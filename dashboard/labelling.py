@@ -232,15 +232,18 @@ def register(app: Dash, ctx: Context) -> None:
         Input({"type": "lab-btn", "key": ALL}, "n_clicks"), State("lab-state", "data"),
     )
 
-    @app.callback(Output("lab-meta", "children"), Output("lab-sky", "children"), Output("lab-sky-url", "data"),
-                  Input("lab-current", "data"), prevent_initial_call=True)
-    def details(current: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    # The details and the neighbours arrive a moment after the spectrum (they wait until the oracle
+    # rests on it); until then oraculum.js marks both cards "stale" (dimmed, with the spectrum they
+    # belong to), so a metadata panel is never read as the new spectrum's. Answering clears the mark.
+    @app.callback(Output("lab-meta", "children"), Output("lab-meta", "className"), Output("lab-sky", "children"),
+                  Output("lab-sky-url", "data"), Input("lab-current", "data"), prevent_initial_call=True)
+    def details(current: dict[str, Any] | None) -> tuple[Any, Any, Any, Any]:
         if not current:
-            return no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update
         try:
             info = ctx.get(f"/datasets/{current['dataset']}/spectra/{int(current['index'])}")
         except ApiError as error:
-            return error_box(error), None, None
+            return error_box(error), "fresh", None, None
         meta, links = info.get("meta") or {}, info.get("links") or {}
         ra, dec = meta.get("ra"), meta.get("dec")
         rows: list[tuple[str, Any]] = [("id", html.Span(info.get("id"), className="mono")),
@@ -281,7 +284,7 @@ def register(app: Dash, ctx: Context) -> None:
             ])
         else:
             sky = html.P("No coordinates for this spectrum.", className="muted")
-        return meta_view, sky, sky_url
+        return meta_view, "fresh", sky, sky_url
 
     app.clientside_callback(
         "function (clicks, url) { return window.dash_clientside.oraculum.sky(clicks, url ? {sky: url} : null); }",
@@ -302,20 +305,20 @@ def register(app: Dash, ctx: Context) -> None:
                 "decimated": document.get("decimated"), "format": document.get("format")}
 
     @app.callback(Output("lab-neighbours", "figure"), Output("lab-neighbours-note", "children"),
-                  Input("lab-current", "data"), prevent_initial_call=True)
-    def nearest(current: dict[str, Any] | None) -> tuple[Any, Any]:
+                  Output("lab-neighbours", "className"), Input("lab-current", "data"), prevent_initial_call=True)
+    def nearest(current: dict[str, Any] | None) -> tuple[Any, Any, Any]:
         if not current:
-            return no_update, no_update
+            return no_update, no_update, no_update
         classes = [str(c) for c in current.get("classes") or []]
         try:
             this, found = neighbours.nearest(ctx.token() or "", current["experiment"], current["dataset"],
                                              int(current["index"]), classes)
         except ApiError as error:
-            return {}, error_box(error, "Nearest labelled spectra")
+            return {}, error_box(error, "Nearest labelled spectra"), "fresh"
         counted = ", ".join(f"{c}: {hit['labelled'] if hit else 0}" for c, hit in found.items())
         note = (f"Closest by rms flux difference on the preprocessed grid among the labelled spectra of every "
                 f"iteration ({counted}; up to {neighbours.cap} most recent per class compared).")
-        return neighbours_figure(this, found, classes), note
+        return neighbours_figure(this, found, classes), note, "fresh"
 
     @app.callback(Output("lab-submit-msg", "children"), Output("lab-remote", "data", allow_duplicate=True),
                   Input("lab-submit", "n_clicks"), State("lab-init", "data"), State("lab-data", "data"),

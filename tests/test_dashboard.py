@@ -288,6 +288,12 @@ def test_label_a_batch_with_the_keyboard_only(site: Site) -> None:
         "return document.getElementById('lab-neighbours').textContent"), 15, "the nearest labelled spectra")
     press(site, "\ue014")
     wait_for(d, lambda d: shown_index(d) == order[4], 10)
+    # the details panel belongs to the spectrum shown, or is dimmed as "stale" until it does
+    meta_class = element(site, "#lab-meta").get_attribute("class") or ""
+    assert "stale" in meta_class or f"{order[4]} in " in text(site, "#lab-meta"), text(site, "#lab-meta")
+    wait_for(d, lambda d: f"{order[4]} in " in text(site, "#lab-meta")
+             and "stale" not in element(site, "#lab-meta").get_attribute("class"), 15, "the details of the shown spectrum")
+    wait_for(d, lambda d: "stale" not in element(site, "#lab-neighbours").get_attribute("class"), 15, "the neighbours")
     screenshot(site, "label")
 
 

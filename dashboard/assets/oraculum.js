@@ -570,6 +570,11 @@
       const current = { index: item.index, raw: S.raw, dataset: D.dataset, experiment: D.experiment,
         iteration: D.iteration, classes: D.classes.map((c) => c.name) };
       clearTimeout(L.currentTimer);
+      // the cards below still show the previous spectrum's details: say so until the new ones arrive
+      for (const id of ['lab-meta', 'lab-neighbours']) {
+        const card = document.getElementById(id);
+        if (card && !card.classList.contains('stale')) setProps(id, { className: 'stale' });
+      }
       L.currentTimer = setTimeout(() => {
         setProps('lab-current', { data: current });
         if (current.raw) setProps('lab-raw-want', { data: current });
