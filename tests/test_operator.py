@@ -81,7 +81,10 @@ async def test_failed_job_fails_the_experiment_with_its_reason_and_a_spec_change
             failed = next(cond for cond in status["conditions"] if cond["type"] == "Failed")
             assert failed["reason"] == "JobFailed" and "exp-iter-1" in failed["message"]
             assert "BackoffLimitExceeded" in failed["message"] and status["iteration"] == 1
-            assert ("Warning", "JobFailed") in [(t, r) for t, r, _ in c.events("exp")]
+            # the Event is posted once the status write has succeeded (so a reconcile that hits a 409
+            # and runs again never posts it twice): it follows the phase, it does not precede it
+            await c.wait(lambda: ("Warning", "JobFailed") in [(t, r) for t, r, _ in c.events("exp")],
+                         what="the JobFailed event")
             await asyncio.sleep(1.0)  # Failed is terminal: nothing is retried on its own
             assert c.jobs_created().count("exp-iter-1") == 1
             # a spec change (new generation) deletes the failed Job and tries again
@@ -248,11 +251,12 @@ async def test_bad_manifests_are_refused_by_the_schema_or_failed_with_a_reason(t
         async with c.operator():
             c.create(ALE, "shares", experiment(acquisition={"composition": {"uncertainty": 0.5, "random": 0.2}}))
             status = await c.wait_phase(ALE, "shares", "Failed")
+            await c.wait(lambda: ("Warning", "InvalidSpec") in [(t, r) for t, r, _ in c.events("shares")],
+                         what="the InvalidSpec event")
         spec_valid = next(x for x in status["conditions"] if x["type"] == "SpecValid")
         assert spec_valid["status"] == "False" and spec_valid["reason"] == "InvalidSpec"
         assert "composition shares must sum to 1" in spec_valid["message"]
         assert c.api.list(JOBS, NS) == []
-        assert ("Warning", "InvalidSpec") in [(t, r) for t, r, _ in c.events("shares")]
 
 
 async def test_a_create_answered_503_but_stored_is_not_duplicated(tmp_path: Path) -> None:
