@@ -22,6 +22,8 @@ import json
 import os
 import re
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +247,9 @@ class Dataset:
     """A finished dataset in an object store, read shard by shard.
 
     Remote shards (S3) are copied to a local cache folder once and verified against the
-    index's checksum; local shards are read in place.
+    index's checksum; local shards are read in place. Safe to share between threads (the API
+    serves many requests from one Dataset): one download per shard at a time, each to a
+    temporary file of its own, and a shard verified once is not hashed again by this object.
     """
 
     def __init__(self, store: ObjectStore, index: DatasetIndex, cache_dir: str | os.PathLike[str] | None = None) -> None:
@@ -253,6 +257,9 @@ class Dataset:
         self.index = index
         self.name = index.name
         self._cache_dir = Path(cache_dir) if cache_dir else None
+        self._fetch_lock = threading.Lock()
+        self._shard_locks: dict[str, threading.Lock] = {}
+        self._verified: dict[str, Path] = {}
 
     @classmethod
     def open(cls, store: ObjectStore, name: str, cache_dir: str | os.PathLike[str] | None = None) -> "Dataset":
@@ -282,19 +289,28 @@ class Dataset:
         local = self.store.local_path(shard.key)
         if local is not None:
             return local
-        if self._cache_dir is None:
-            self._cache_dir = Path(tempfile.mkdtemp(prefix="oraculum-cache-"))
-        path = self._cache_dir / self.name / Path(shard.key).name
-        if path.is_file() and path.stat().st_size == shard.bytes and sha256_file(path) == shard.sha256:
+        known = self._verified.get(shard.key)
+        if known is not None and known.is_file():
+            return known
+        with self._fetch_lock:
+            if self._cache_dir is None:
+                self._cache_dir = Path(tempfile.mkdtemp(prefix="oraculum-cache-"))
+            lock = self._shard_locks.setdefault(shard.key, threading.Lock())
+        with lock:  # concurrent first reads of one shard: one download, the others wait for it
+            path = self._cache_dir / self.name / Path(shard.key).name
+            if not (path.is_file() and path.stat().st_size == shard.bytes and sha256_file(path) == shard.sha256):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # a temporary name of its own: another process may share the cache folder
+                tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.part"
+                try:
+                    self.store.get_file(shard.key, tmp)
+                    if sha256_file(tmp) != shard.sha256:
+                        raise DatasetError(f"shard {shard.key} in {self.store.url} does not match the checksum in its index")
+                    os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            self._verified[shard.key] = path
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        self.store.get_file(shard.key, tmp)
-        if sha256_file(tmp) != shard.sha256:
-            tmp.unlink(missing_ok=True)
-            raise DatasetError(f"shard {shard.key} in {self.store.url} does not match the checksum in its index")
-        os.replace(tmp, path)
-        return path
 
     def iter_batches(self, batch_size: int = 4096, flux: bool = True) -> Iterator[Batch]:
         """Every spectrum in global-index order, ``batch_size`` rows at a time."""

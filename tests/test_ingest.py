@@ -222,6 +222,17 @@ def test_s3_source_and_store_give_an_identical_dataset(archive: Path, s3_setting
     local_flux = np.concatenate([b.flux for b in local.iter_batches()])
     assert np.array_equal(remote_flux, local_flux)
 
+    # many threads reading one remote dataset for the first time (the API serving parallel spectrum
+    # requests): one download per shard, every read right, no temporary file left behind
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh = Dataset.open(open_store(settings=s3_settings), "mixed", cache_dir=Path(s3_settings.cache_dir) / "fresh")
+    picks = list(range(len(fresh))) * 3
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        rows = list(pool.map(lambda i: fresh.take([i]).flux[0], picks))
+    assert np.array_equal(np.stack(rows), local_flux[picks])
+    assert not list((Path(s3_settings.cache_dir) / "fresh").rglob("*.part"))
+
 
 def test_shard_bounds_partition_exactly() -> None:
     for total in (0, 1, 7, 100):
