@@ -9,6 +9,8 @@ anything the caller can fix; a store or Redis that cannot be reached is a 503 wi
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,12 +26,15 @@ from oraculum.manifests import ManifestError
 from oraculum.settings import Settings, get_settings
 from oraculum.store import KeyNotFound, ObjectStore, StoreError, open_store
 
-from .auth import TokenTable
+from .auth import TokenEntry, TokenTable
 from .backend import Backend, BackendError, open_backend
 from .limits import BodyLimitMiddleware
 from .live import Live, LiveUnavailable, open_live
 from .metrics import Metrics, MetricsMiddleware
 from .routers import batches, datasets, events, health, labels, resources, results, spectra
+from .routers import uploads as uploads_router
+from .routers import uws as uws_router
+from .routers import share as share_router
 from .state import AppState
 
 log = logging.getLogger("oraculum.api")
@@ -81,6 +86,9 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
     for router in (resources.experiments, resources.preprocessing, batches.router, labels.router, results.router,
                    events.router, datasets.router, spectra.router):
         app.include_router(router, prefix=PREFIX)
+    app.include_router(uploads_router.router, prefix=PREFIX)
+    app.include_router(uws_router.router, prefix=PREFIX)  # IVOA UWS 1.1 facade (docs/uws.md)
+    app.include_router(share_router.router, prefix=PREFIX)  # signed links for SAMP tools (docs/dashboard.md)
     _errors(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -114,10 +122,20 @@ def _start_runner(settings: Settings, state: AppState, stop: threading.Event) ->
     if state.backend.name != "local" or not isinstance(state.store, LocalStore):
         log.warning("ORACULUM_API_RUN_JOBS needs the local backend and a local store: not running Jobs here")
         return None
-    runner = LocalRunner(state.store, settings, echo=lambda line: log.info("runner: %s", line))
+    token = None
+    if settings.api_url:  # the runner's Jobs report progress here, with a worker token of this process only
+        token = secrets.token_urlsafe(32)
+        state.tokens.add(TokenEntry(name="local-runner", role="worker", token=token))
+    runner = LocalRunner(state.store, settings, echo=lambda line: log.info("runner: %s", line), progress_token=token)
     thread = threading.Thread(target=runner.serve, args=(stop,), name="oraculum-local-runner", daemon=True)
     thread.start()
     return thread
+
+
+def own_url(host: str, port: int) -> str:
+    """This server's URL as a process on the same machine reaches it (a wildcard address: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _errors(app: FastAPI) -> None:
@@ -156,12 +174,32 @@ def _errors(app: FastAPI) -> None:
         return answer(503, str(error), {"Retry-After": "1"})
 
 
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``ORACULUM_*`` variables a worker process reads them back from."""
+    out = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            out[f"ORACULUM_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info") -> None:
     """Run the gateway with uvicorn (blocks)."""
     import uvicorn
 
     logging.getLogger("oraculum").setLevel(log_level.upper())
+    if settings.api_run_jobs and not settings.api_url:  # where the local runner's Jobs report progress
+        settings = settings.model_copy(update={"api_url": own_url(host, port)})
     if workers > 1:  # each worker process builds its own app from the environment
+        if not settings.redis_url:
+            raise ValueError(f"{workers} API workers need Redis (ORACULUM_REDIS_URL): without it labels, claims "
+                             "and events live in each process and the workers would disagree; use one worker")
+        if settings.api_run_jobs:
+            raise ValueError("ORACULUM_API_RUN_JOBS runs Jobs inside the API process: use one worker with it")
+        if not settings.api_share_secret:  # one key for all workers, or a link signed by one fails in another
+            settings = settings.model_copy(update={"api_share_secret": secrets.token_urlsafe(32)})
+        os.environ.update(worker_environment(settings))  # flags too, not only what came from the environment
         uvicorn.run("oraculum.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, proxy_headers=True)
         return

@@ -178,6 +178,16 @@ class TokenTable:
             except AuthConfigError as error:  # keep the tokens that worked; say why the new ones don't
                 log.error("keeping the previous API tokens: %s", error)
 
+    def add(self, entry: TokenEntry) -> None:
+        """Accept one more token for the life of this process (kept when the token file is re-read),
+        e.g. the worker token the embedded local runner hands its Jobs for progress reports."""
+        digest = _digest(entry.token)
+        with self._lock:
+            if any(hmac.compare_digest(digest, known.digest) for known in self._known):
+                raise AuthConfigError(f"the token of {entry.name!r} is already configured: give it its own")
+            self._env_entries.append(entry)
+            self._known = [*self._known, _Known(digest, Principal(name=entry.name, role=entry.role))]
+
     def __len__(self) -> int:
         return len(self._known)
 

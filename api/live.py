@@ -9,6 +9,12 @@ flushed, restarted, or killed). Cache entries carry the version of the event tha
 event's key, which sorts in time order) and are merged with "newer version wins", so a rebuild
 racing with new writes, or two replicas writing, can never put an older label over a newer one.
 A cleared label stays as a tombstone (label None) for the same reason.
+
+Cache entries also name the sample of their spectrum in the batch (``set``: oracle or
+estimation), and the live state counts labelled spectra per sample as it merges, so a label
+write learns the batch's progress without reading every label back. In Redis a label write is
+two round trips (claim; then merge + release + count + publish, :data:`redis_scripts.COMMIT`) and
+a batch read one (:data:`redis_scripts.VIEW`).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+from . import redis_scripts as scripts
 
 log = logging.getLogger("oraculum.api")
 
@@ -32,6 +40,11 @@ CACHE_TTL = 600
 
 class LiveUnavailable(Exception):
     """Redis cannot be reached; the message says what was tried."""
+
+
+def labelled_counts(event: dict[str, Any]) -> dict[str, int] | None:
+    """The counts :meth:`Live.merge_labels` added to an event it published (removed from it)."""
+    return event.pop("_labelled", None)
 
 
 def _newer(old: Entry | None, new: Entry) -> bool:
@@ -49,8 +62,17 @@ class Live(abc.ABC):
         """The cached labels of an iteration (tombstones included), or None when not built."""
 
     @abc.abstractmethod
-    async def merge_labels(self, experiment: str, iteration: int, entries: dict[int, Entry], built: bool = False) -> None:
-        """Merge entries (newer version wins); ``built`` marks the cache complete (a rebuild)."""
+    async def merge_labels(self, experiment: str, iteration: int, entries: dict[int, Entry], built: bool = False, *,
+                           release: Sequence[str] = (), who: str = "", count: Sequence[str] = (),
+                           event: dict[str, Any] | None = None) -> dict[str, int] | None:
+        """Merge entries (newer version wins); ``built`` marks the cache complete (a rebuild).
+
+        In the same step (one round trip: a label write needs no other), release ``who``'s claims
+        on the lock keys ``release``, count the labelled spectra (not tombstones) of each sample
+        named in ``count`` by the entries' ``set``, and publish ``event`` on the experiment's
+        channel with those counts as ``_labelled`` (see :func:`labelled_counts`). Returns the
+        counts, or None when the cache is not complete (then only a rebuild from the store knows
+        them, and nothing is published)."""
 
     @abc.abstractmethod
     async def invalidate(self, experiment: str, iteration: int) -> None:
@@ -74,7 +96,14 @@ class Live(abc.ABC):
 
     @abc.abstractmethod
     async def holders(self, prefix: str) -> dict[str, tuple[str, float]]:
-        """Claims whose key starts with ``prefix``: key -> (holder, seconds left)."""
+        """Claims whose key starts with ``prefix`` (a lock key up to its last ``:``, e.g. the
+        ``experiment:iteration:`` of :meth:`oraculum.api.state.AppState.lock_key`): key -> (holder,
+        seconds left)."""
+
+    async def labels_and_holders(self, experiment: str, iteration: int, prefix: str,
+                                 ) -> tuple[dict[int, Entry] | None, dict[str, tuple[str, float]]]:
+        """:meth:`labels` and :meth:`holders` together (one round trip to Redis: a batch read needs both)."""
+        return await self.labels(experiment, iteration), await self.holders(prefix)
 
     # -- progress of running Jobs ----------------------------------------------------------------
     @abc.abstractmethod
@@ -120,7 +149,11 @@ class MemoryLive(Live):
             return None
         return dict(self._labels.get(key, {}))
 
-    async def merge_labels(self, experiment: str, iteration: int, entries: dict[int, Entry], built: bool = False) -> None:
+    async def merge_labels(self, experiment: str, iteration: int, entries: dict[int, Entry], built: bool = False, *,
+                           release: Sequence[str] = (), who: str = "", count: Sequence[str] = (),
+                           event: dict[str, Any] | None = None) -> dict[str, int] | None:
+        for lock in release:
+            await self.release(lock, who)
         key = (experiment, iteration)
         cache = self._labels.setdefault(key, {})
         for index, entry in entries.items():
@@ -128,6 +161,15 @@ class MemoryLive(Live):
                 cache[index] = entry
         if built:
             self._built[key] = time.monotonic() + CACHE_TTL
+        if self._built.get(key, 0) < time.monotonic():
+            return None
+        counts = dict.fromkeys(count, 0)
+        for entry in cache.values():
+            if entry.get("label") is not None and entry.get("set") in counts:
+                counts[entry["set"]] += 1
+        if event is not None:
+            await self.publish(experiment, {**event, "_labelled": counts})
+        return counts
 
     async def invalidate(self, experiment: str, iteration: int) -> None:
         self._built.pop((experiment, iteration), None)
@@ -181,40 +223,6 @@ class MemoryLive(Live):
             self._subscribers[channel].discard(queue)
 
 
-# Lua: merge entries into a hash, newer version wins. ARGV: index, version, json, index, version, json...
-_MERGE = """
-for i = 1, #ARGV, 3 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  local take = true
-  if cur then
-    local tab = string.find(cur, '\\t', 1, true)
-    if tab and string.sub(cur, 1, tab - 1) >= ARGV[i + 1] then take = false end
-  end
-  if take then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. '\\t' .. ARGV[i + 2]) end
-end
-redis.call('EXPIRE', KEYS[1], tonumber(KEYS[3]))
-if KEYS[2] ~= '' then redis.call('SET', KEYS[2], '1', 'EX', tonumber(KEYS[3])) end
-return 1
-"""
-# Lua: claim or renew. KEYS[1] lock key; ARGV who, ttl ms. Returns {holder, newly}.
-_CLAIM = """
-local cur = redis.call('GET', KEYS[1])
-if not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {ARGV[1], 1}
-end
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {cur, 0}
-end
-return {cur, 0}
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
 class RedisLive(Live):
     """Live state in Redis, shared by every API replica."""
 
@@ -229,13 +237,21 @@ class RedisLive(Live):
             url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=30, decode_responses=True,
             max_connections=256,
         )
-        self._merge = self._redis.register_script(_MERGE)
-        self._claim = self._redis.register_script(_CLAIM)
-        self._release = self._redis.register_script(_RELEASE)
+        self._commit = self._redis.register_script(scripts.COMMIT)
+        self._snapshot = self._redis.register_script(scripts.SNAPSHOT)
+        self._claim = self._redis.register_script(scripts.CLAIM)
+        self._release = self._redis.register_script(scripts.RELEASE)
+        self._holders = self._redis.register_script(scripts.HOLDERS)
+        self._view = self._redis.register_script(scripts.VIEW)
         self._dirty: set[tuple[str, int]] = set()
 
     def _k(self, *parts: object) -> str:
         return ":".join([self.prefix, *(str(p) for p in parts)])
+
+    def _lock(self, key: str) -> list[str]:
+        """The Redis keys of a claim: the lock itself and the index of its iteration's claims."""
+        group = key.rsplit(":", 1)[0] if ":" in key else ""
+        return [self._k("lock", key), self._k("locks", group)]
 
     async def _call(self, coro: Any) -> Any:
         import redis.exceptions
@@ -258,33 +274,41 @@ class RedisLive(Live):
 
     async def labels(self, experiment: str, iteration: int) -> dict[int, Entry] | None:
         await self._flush_dirty()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.exists(self._k("labels-built", experiment, iteration))
-        pipe.hgetall(self._k("labels", experiment, iteration))
-        built, raw = await self._call(pipe.execute())
-        if not built:
-            return None
-        out: dict[int, Entry] = {}
-        for index, value in raw.items():
-            version, _, body = value.partition("\t")
-            entry = json.loads(body)
-            entry["v"] = version
-            out[int(index)] = entry
-        return out
+        keys = [self._k("labels", experiment, iteration), self._k("labels-built", experiment, iteration)]
+        return self._labels(await self._call(self._snapshot(keys=keys)))
 
-    async def merge_labels(self, experiment: str, iteration: int, entries: dict[int, Entry], built: bool = False) -> None:
-        args: list[Any] = []
+    @staticmethod
+    def _labels(document: str | None) -> dict[int, Entry] | None:
+        return None if document is None else {int(index): entry for index, entry in json.loads(document).items()}
+
+    async def labels_and_holders(self, experiment: str, iteration: int, prefix: str,
+                                 ) -> tuple[dict[int, Entry] | None, dict[str, tuple[str, float]]]:
+        await self._flush_dirty()
+        keys = [self._k("labels", experiment, iteration), self._k("labels-built", experiment, iteration),
+                self._locks_index(prefix)]
+        document, found = await self._call(self._view(keys=keys))
+        return self._labels(document), self._holders_of(prefix, found)
+
+    async def merge_labels(self, experiment: str, iteration: int, entries: dict[int, Entry], built: bool = False, *,
+                           release: Sequence[str] = (), who: str = "", count: Sequence[str] = (),
+                           event: dict[str, Any] | None = None) -> dict[str, int] | None:
+        channel, message = ("", "") if event is None else (self._k("events", experiment), json.dumps(event))
+        args: list[Any] = [CACHE_TTL, self._k("labelled", experiment, iteration, ""), who, int(built), channel, message,
+                           len(count), *count]
         for index, entry in entries.items():
             body = {k: v for k, v in entry.items() if k != "v"}
-            args += [str(index), str(entry["v"]), json.dumps(body)]
-        keys = [self._k("labels", experiment, iteration),
-                self._k("labels-built", experiment, iteration) if built else "", str(CACHE_TTL)]
+            args += [str(index), str(entry["v"]), json.dumps(body), str(entry.get("set") or "oracle"),
+                     int(entry.get("label") is not None)]
+        keys = [self._k("labels", experiment, iteration), self._k("labels-built", experiment, iteration)]
+        for lock in release:
+            keys += self._lock(lock)
         try:
-            await self._call(self._merge(keys=keys, args=args))
+            complete, *counts = await self._call(self._commit(keys=keys, args=args))
         except LiveUnavailable:
             if not built:
                 self._dirty.add((experiment, iteration))
             raise
+        return dict(zip(count, (int(c) for c in counts), strict=True)) if complete else None
 
     async def invalidate(self, experiment: str, iteration: int) -> None:
         try:
@@ -294,18 +318,18 @@ class RedisLive(Live):
             raise
 
     async def claim(self, key: str, who: str, ttl: float) -> tuple[str, bool]:
-        holder, newly = await self._call(self._claim(keys=[self._k("lock", key)], args=[who, int(ttl * 1000)]))
+        holder, newly = await self._call(self._claim(keys=self._lock(key), args=[who, int(ttl * 1000)]))
         return str(holder), bool(newly)
 
     async def release(self, key: str, who: str) -> bool:
-        return bool(await self._call(self._release(keys=[self._k("lock", key)], args=[who])))
+        return bool(await self._call(self._release(keys=self._lock(key), args=[who])))
 
     async def claim_many(self, keys: list[str], who: str, ttl: float) -> list[tuple[str, bool]]:
         if len(keys) == 1:
             return [await self.claim(keys[0], who, ttl)]
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
-            await self._claim(keys=[self._k("lock", key)], args=[who, int(ttl * 1000)], client=pipe)
+            await self._claim(keys=self._lock(key), args=[who, int(ttl * 1000)], client=pipe)
         results = await self._call(pipe.execute())
         return [(str(holder), bool(newly)) for holder, newly in results]
 
@@ -315,25 +339,22 @@ class RedisLive(Live):
             return
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
-            await self._release(keys=[self._k("lock", key)], args=[who], client=pipe)
+            await self._release(keys=self._lock(key), args=[who], client=pipe)
         await self._call(pipe.execute())
 
-    async def holders(self, prefix: str) -> dict[str, tuple[str, float]]:
+    def _locks_index(self, prefix: str) -> str:
+        if not prefix.endswith(":"):
+            raise ValueError(f"lock prefix {prefix!r} must end with ':' (e.g. 'experiment:iteration:')")
+        return self._k("locks", prefix[:-1])
+
+    def _holders_of(self, prefix: str, found: list[Any]) -> dict[str, tuple[str, float]]:
+        """The flat {key, who, ms left, ...} answer of the holders script as a dict."""
         base = self._k("lock", "")
-        keys = [key async for key in self._redis.scan_iter(match=base + _glob_escape(prefix) + "*", count=500)]
-        if not keys:
-            return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-            pipe.pttl(key)
-        values = await self._call(pipe.execute())
-        out = {}
-        for position, key in enumerate(keys):
-            who, ttl = values[2 * position], values[2 * position + 1]
-            if who is not None and ttl and ttl > 0:
-                out[key[len(base):]] = (who, ttl / 1000)
-        return out
+        return {found[i][len(base):]: (str(found[i + 1]), int(found[i + 2]) / 1000)
+                for i in range(0, len(found), 3) if str(found[i]).startswith(base + prefix)}
+
+    async def holders(self, prefix: str) -> dict[str, tuple[str, float]]:
+        return self._holders_of(prefix, await self._call(self._holders(keys=[self._locks_index(prefix)])))
 
     async def set_progress(self, resource: str, job: str, report: dict[str, Any], ttl: float = 3600) -> None:
         key = self._k("progress", resource)
@@ -373,10 +394,6 @@ class RedisLive(Live):
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 def open_live(redis_url: str | None) -> Live:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .uploads import MAX_CHUNK_BYTES, MAX_FILE_BYTES, MIN_CHUNK_BYTES, check_path, check_prefix, check_sha256
 
 #: Kubernetes-style resource name (also a dataset name): never a path, never '.' or '..'.
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"
@@ -383,3 +385,61 @@ class ProgressList(Out):
     kind: str
     name: str
     jobs: list[JobProgress]
+
+
+# --- uploads (see api/uploads.py) -----------------------------------------------------------------
+
+
+class UploadIn(BaseModel):
+    """Declare a file to upload into ``archive/<prefix>/<path>`` of the store."""
+
+    model_config = ConfigDict(extra="forbid")
+    prefix: str = Field(min_length=1, max_length=256, examples=["lamost-dr2"],
+                        description="Archive prefix: the file goes to archive/<prefix>/<path>.")
+    path: str = Field(min_length=1, max_length=1024, examples=["B5591903/spec-55919-B5591903_sp01-001.fits"],
+                      description="Path relative to the prefix: letters, digits and . _ + - separated by '/'.")
+    size: int = Field(ge=0, le=MAX_FILE_BYTES, description="Size of the file in bytes.")
+    sha256: str = Field(min_length=64, max_length=64, description="SHA-256 of the whole file (64 lowercase hex digits).")
+    chunk_size: int | None = Field(None, ge=MIN_CHUNK_BYTES, le=MAX_CHUNK_BYTES,
+                                   description="Chunk size wanted (bytes; default and maximum: the body limit). Fixed "
+                                               "when the upload starts: a resumed upload keeps its own.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_prefix(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        return check_sha256(value)
+
+
+class UploadOut(Out):
+    id: str = Field(description="The upload's id: the same declaration (prefix, path, size, sha256) gives the same id.")
+    status: Literal["uploading", "complete", "exists", "duplicate"] = Field(
+        description="uploading: send chunks from `received`; complete: stored; exists: this path already holds "
+                    "this content; duplicate: the prefix already holds this content at `duplicate_of`.")
+    prefix: str
+    path: str
+    key: str = Field(description="The object's key in the store.")
+    size: int
+    sha256: str
+    received: int = Field(description="Bytes the server holds: the offset of the next chunk.")
+    fraction: float = Field(description="received / size (1 for an empty file).")
+    duplicate_of: str | None = Field(None, description="Path under the prefix that holds the same content.")
+    chunk_size: int = Field(description="Bytes per chunk of this upload: every chunk but the last has exactly this size.")
+    source: str = Field(description="What to give `oraculum preprocess` to read the files of this prefix.")
+    who: str = Field(description="Who started the upload.")
+    created: str
+    updated: str
+
+
+class UploadList(Out):
+    total: int
+    uploads: list[UploadOut]

@@ -5,10 +5,12 @@ One :class:`AppState` per application: the object store (the durable truth), the
 small time-bounded caches of immutable-by-convention store objects (batch.json, dataset indices).
 
 The label write path is the heart of it (:meth:`AppState.write_labels`): validate against the
-batch, claim the items (409 naming who holds one), write one event per sample to the store
-(durable before any answer), release the claims, then update the live cache and publish the
-event. A live-state failure after the store write still answers 2xx, because the label is stored;
-the cache is marked stale and rebuilt from the store.
+batch (cached), claim the items (one Redis round trip; 409 naming who holds one), write one event
+per sample to the store (durable before any answer), then in one more round trip release the
+claims, merge the labels into the live cache, count what is labelled (the progress in the answer)
+and publish the event. A live-state failure after the store write still answers 2xx, because the
+label is stored; the cache is marked stale and rebuilt from the store. Nothing on this path lists
+or reads label events from the store, except that rebuild.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,7 +38,8 @@ from oraculum.store import KeyNotFound, ObjectStore
 
 from .auth import Principal, TokenTable
 from .backend import Backend, Resource
-from .live import Entry, Live, LiveUnavailable
+from .cache import TtlCache
+from .live import Entry, Live, LiveUnavailable, labelled_counts
 from .metrics import Metrics
 from .spectra_cache import ShardCache
 
@@ -46,6 +48,20 @@ log = logging.getLogger("oraculum.api")
 EXPERIMENT = "ActiveLearningExperiment"
 PPJ = "PreprocessingJob"
 UNSURE = "unsure"
+#: The ``set`` of a cached label whose spectrum is not in the iteration's batch (never counted).
+OUTSIDE_BATCH = "outside-batch"
+
+
+_PHASES: list = []
+import atexit, os as _os
+def _dump() -> None:
+    import numpy as np
+    if _PHASES:
+        a = np.array(_PHASES) * 1000
+        with open(f"/tmp/a1/phases-{_os.getpid()}.txt", "w") as f:
+            for q in (50, 95, 99):
+                f.write(f"p{q} pre {np.percentile(a[:,0], q):.2f} claim {np.percentile(a[:,1], q):.2f} put {np.percentile(a[:,2], q):.2f} commit {np.percentile(a[:,3], q):.2f} total {np.percentile(a.sum(1), q):.2f} n={len(a)}\n")
+atexit.register(_dump)
 
 
 def now_iso() -> str:
@@ -58,12 +74,6 @@ def finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-@dataclass
-class _Cached:
-    until: float
-    value: Any
 
 
 class AppState:
@@ -80,7 +90,7 @@ class AppState:
         self.started = time.time()
         # store calls block: a bounded pool (more threads than this only fight over the GIL)
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oraculum-api-io")
-        self._cache: dict[str, _Cached] = {}
+        self._cache = TtlCache()
         self._rebuilding: dict[tuple[str, int], asyncio.Lock] = {}
         self._archives: dict[str, ObjectStore] = {}
         self.shards = ShardCache()
@@ -92,20 +102,11 @@ class AppState:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def cached(self, key: str, ttl: float, load: Callable[[], Any]) -> Any:
-        hit = self._cache.get(key)
-        now = time.monotonic()
-        if hit is not None and hit.until > now:
-            return hit.value
-        value = await load()
-        self._cache[key] = _Cached(now + ttl, value)
-        if len(self._cache) > 4096:  # bounded: drop expired entries
-            for stale in [k for k, v in self._cache.items() if v.until <= now]:
-                self._cache.pop(stale, None)
-        return value
+        """``load()``'s value, at most ``ttl`` seconds old (see :class:`oraculum.api.cache.TtlCache`)."""
+        return await self._cache.get(key, ttl, load)
 
     def forget(self, prefix: str) -> None:
-        for key in [k for k in self._cache if k.startswith(prefix)]:
-            self._cache.pop(key, None)
+        self._cache.forget(prefix)
 
     async def read_json(self, key: str) -> Any | None:
         def read() -> Any | None:
@@ -147,6 +148,10 @@ class AppState:
             document = await self.read_json(iteration_key(experiment, iteration, "batch"))
             if document is not None:
                 document["_by_index"] = {int(item["index"]): item for item in document.get("items", [])}
+                totals = {"oracle": 0, "estimation": 0}
+                for item in document["_by_index"].values():
+                    totals[item.get("set", "oracle")] = totals.get(item.get("set", "oracle"), 0) + 1
+                document["_totals"] = totals
             return document
 
         document = await self.cached(f"batch:{experiment}:{iteration}", 10.0, load)
@@ -181,7 +186,7 @@ class AppState:
         async def load() -> bool:
             return bool(await self.io(self.store.exists, labels_submitted_key(resource.name, iteration)))
 
-        return await self.cached(f"submitted:{resource.name}:{iteration}", 10.0, load)
+        return await self.cached(f"submitted:{resource.name}:{iteration}", 5.0, load)
 
     # -- current labels: cache in live state, truth in the store ------------------------------------
 
@@ -227,6 +232,7 @@ class AppState:
                 if cached is not None:
                     return cached
                 rebuilt = await self.labels_from_store(experiment, iteration)
+                await self.in_batch_samples(experiment, iteration, rebuilt)
                 await self.live.merge_labels(experiment, iteration, rebuilt, built=True)
                 cached = await self.live.labels(experiment, iteration)
                 return cached if cached is not None else rebuilt
@@ -234,6 +240,29 @@ class AppState:
                 self.metrics.live_unavailable.inc()
                 log.warning("live state unavailable, reading labels from the store: %s", error)
                 return await self.labels_from_store(experiment, iteration)
+
+    async def labels_and_claims(self, experiment: str, iteration: int) -> tuple[dict[int, Entry], dict[int, str]]:
+        """Current labels (as :meth:`labels`) and who holds which item, in one round trip when the
+        cache is complete; no claims are shown when the live state cannot be reached."""
+        try:
+            cached, held = await self.live.labels_and_holders(experiment, iteration, f"{experiment}:{iteration}:")
+        except LiveUnavailable:
+            return await self.labels(experiment, iteration), {}
+        if cached is None:
+            cached = await self.labels(experiment, iteration)
+        return cached, {int(key.rsplit(":", 1)[1]): who for key, (who, _) in held.items()}
+
+    async def in_batch_samples(self, experiment: str, iteration: int, entries: dict[int, Entry]) -> None:
+        """Make each cache entry name the sample its spectrum belongs to in the batch (``set``),
+        whatever the event said (events from other tools may differ), and mark spectra outside
+        the batch: the live state counts labelled spectra per sample by this field."""
+        try:
+            by_index = (await self.batch(experiment, iteration))["_by_index"]
+        except HTTPException:  # no batch (yet): nothing to count against
+            return
+        for index, entry in entries.items():
+            item = by_index.get(index)
+            entry["set"] = item.get("set", "oracle") if item is not None else OUTSIDE_BATCH
 
     def progress(self, experiment: str, iteration: int, batch: dict[str, Any], labels: dict[int, Entry],
                  submitted: bool) -> dict[str, Any]:
@@ -244,6 +273,26 @@ class AppState:
             entry = labels.get(index)
             if entry is not None and entry.get("label") is not None:
                 bucket[0] += 1
+        return self.progress_document(experiment, iteration, counts, submitted)
+
+    @classmethod
+    def finish_event(cls, experiment: str, event: dict[str, Any]) -> dict[str, Any]:
+        """A published event as dashboards get it: a label event that the live state published
+        with its counts (:meth:`Live.merge_labels`, in the same round trip as the write) gets
+        its progress here."""
+        labelled = labelled_counts(event)
+        totals = event.pop("_totals", None)
+        submitted = bool(event.pop("_submitted", False))
+        if labelled is not None and isinstance(totals, dict):
+            event["progress"] = cls.progress_document(
+                experiment, int(event.get("iteration") or 0),
+                {name: [int(labelled.get(name, 0)), int(total)] for name, total in totals.items()}, submitted)
+        return event
+
+    @staticmethod
+    def progress_document(experiment: str, iteration: int, counts: dict[str, list[int]], submitted: bool) -> dict[str, Any]:
+        """Progress from [labelled, total] per sample (``oracle``, ``estimation``)."""
+        counts = {"oracle": [0, 0], "estimation": [0, 0], **counts}
         labelled = sum(c[0] for c in counts.values())
         total = sum(c[1] for c in counts.values())
         oracle, estimation = counts["oracle"], counts["estimation"]
@@ -264,8 +313,9 @@ class AppState:
     async def open_iteration(self, experiment: str, iteration: int) -> tuple[Resource, dict[str, Any]]:
         """The experiment and batch of an iteration that may be labelled (409 when not current)."""
         # the current iteration changes only after a submit (which clears this cache here), so a
-        # few seconds of caching spare every label write a store or API-server round trip
-        resource, current = await self.current_iteration(experiment, ttl=5.0)
+        # few seconds of caching spare every label write a store or API-server round trip; other
+        # replicas see the change within 2 x 2.5 s (the cache refreshes behind a stale answer)
+        resource, current = await self.current_iteration(experiment, ttl=2.5)
         batch = await self.batch(experiment, iteration)
         if iteration != current:
             raise HTTPException(409, f"iteration {iteration} of experiment {experiment!r} is not the current one "
@@ -312,12 +362,14 @@ class AppState:
         allowed = [c.get("name") for c in self.classes(resource, batch)] + [UNSURE]
         if label is not None and label not in allowed:
             raise HTTPException(422, f"label {label!r} is not one of {allowed}")
+        _t0 = time.perf_counter()
         newly = await self.claim(principal, experiment, iteration, indices)
+        _t1 = time.perf_counter()
         action = "set" if label is not None else "clear"
         when = datetime.now(timezone.utc)
         keys: list[str] = []
         entries: dict[int, Entry] = {}
-        try:
+        try:  # events are grouped by sample, so each entry's set is its sample in the batch
             by_set: dict[str, list[LabelItem]] = {}
             for index in indices:
                 item = by_index[index]
@@ -332,33 +384,51 @@ class AppState:
                                                                     experiment, event) for event in events)))
             for key, event in zip(keys, events, strict=True):
                 entries.update(event_entries(key, event))
-        finally:
+        except BaseException:
             await self.release(principal, experiment, iteration, newly)
+            raise
+        _t2 = time.perf_counter()
         # the events are durable: from here on the answer is 2xx whatever the live state does
         self.metrics.label_events.labels(action=action, bulk=str(bulk).lower()).inc(len(keys))
         self.metrics.labels_written.inc(len(indices))
+        totals: dict[str, int] = batch["_totals"]
+        submitted = await self.submitted(resource, iteration)
+        published = {"when": now_iso(), "type": "label", "iteration": iteration, "indices": indices[:1000], "label": label,
+                     "action": action, "bulk": bulk, "who": principal.name, "_totals": totals, "_submitted": submitted}
         progress = None
-        try:
-            await self.live.merge_labels(experiment, iteration, entries)
+        try:  # one round trip: merge into the cache, release the claims, count what is labelled, publish
+            counts = await self.live.merge_labels(
+                experiment, iteration, entries, release=[self.lock_key(experiment, iteration, i) for i in newly],
+                who=principal.name, count=list(totals), event=published)
         except LiveUnavailable as error:
             self.metrics.live_unavailable.inc()
             log.warning("label stored, live cache not updated (rebuilt later from the store): %s", error)
+            await self.release(principal, experiment, iteration, newly)  # else they expire on their own
+            counts = None
         else:
-            labels = await self.labels(experiment, iteration)  # the cache (built from the store if need be)
-            progress = self.progress(experiment, iteration, batch, labels, await self.submitted(resource, iteration))
+            if counts is None:  # the cache is incomplete: rebuild it from the store, then count
+                progress = self.progress(experiment, iteration, batch, await self.labels(experiment, iteration), submitted)
+            else:
+                progress = self.progress_document(
+                    experiment, iteration, {name: [counts[name], total] for name, total in totals.items()}, submitted)
+        _t3 = time.perf_counter()
+        _PHASES.append((_t0 - started, _t1 - _t0, _t2 - _t1, _t3 - _t2))
+        if len(_PHASES) % 100 == 0:
+            _dump()
+        if counts is None:  # not published with the merge
+            await self.publish(experiment, {key: value for key, value in published.items() if not key.startswith("_")}
+                               | {"progress": progress})
         ack = {
             "experiment": experiment, "iteration": iteration, "indices": indices, "label": label, "action": action,
             "bulk": bulk, "who": principal.name, "when": when.isoformat(), "events": keys, "progress": progress,
         }
-        await self.publish(experiment, {"type": "label", "iteration": iteration, "indices": indices[:1000],
-                                        "label": label, "action": action, "bulk": bulk, "who": principal.name,
-                                        "progress": progress})
         self.metrics.label_write_seconds.observe(time.perf_counter() - started)
         return ack
 
     async def submit(self, principal: Principal, experiment: str, iteration: int) -> dict[str, Any]:
         resource, batch = await self.open_iteration(experiment, iteration)
         truth = await self.labels_from_store(experiment, iteration)  # the store decides, not the cache
+        await self.in_batch_samples(experiment, iteration, truth)
         wanted = list(batch["_by_index"])
         done = [i for i in wanted if truth.get(i, {}).get("label") is not None]
         if len(done) < len(wanted):

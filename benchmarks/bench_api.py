@@ -1,29 +1,42 @@
 """API gateway under load: label writes, batch reads and spectrum fetches from 50 concurrent clients.
 
-Everything is real and on this machine: ``oraculum serve api`` (uvicorn, one process) in a
+Everything is real and on this machine: ``oraculum serve api`` (uvicorn, ``--workers N``) in a
 subprocess, a real ``redis-server``, and a real S3 endpoint (the moto server, its own process) as
 the object store. The world is synthetic: 600 synthetic LAMOST-format spectra preprocessed into a
 dataset, and a cold-start iteration (a random batch of 100) of an experiment awaiting labels.
 
-Scenarios (closed loop: each client sends its next request when the previous one is answered):
+Scenarios, each client on its own keep-alive connection (benchmarks/loadgen.py: one asyncio
+process, h11, no threads; its own CPU time is recorded):
 
-* ``mixed``: 50 clients for 30 s, 25 oracles labelling their own items of the batch (PUT, each
-  label an event written to S3 before the answer) and 25 dashboards reading the batch (GET);
-* ``flux`` / ``raw``: 50 clients fetching random spectra (preprocessed flux on the grid; the raw
+* closed loop (saturation: each client sends its next request when the previous one is
+  answered; latency is then clients / throughput, Little's law):
+  ``mixed``: 25 oracles labelling their own items of the batch (PUT, each label an event written
+  to S3 before the answer) and 25 dashboards reading the batch (GET), 30 s;
+  ``flux`` / ``raw``: 50 clients fetching random spectra (preprocessed flux on the grid; the raw
   spectrum read from the archive file in S3, decimated to 2000 points), 15 s each;
-* ``paced``: 50 oracles each labelling once a second (a person's pace), 15 s: latency when the
-  server is not saturated.
+* paced (a person's pace: each client a Poisson process of one request a second, latency from the
+  scheduled send time, 30 s): ``paced`` label writes by 50 oracles, ``paced-flux`` spectrum
+  fetches by 50 viewers.
 
-Load generator, API, moto and Redis share the machine's cores, so the figures are for the whole
-stack on one box. Prints a table and writes benchmarks/results/api.json with the hardware.
+The targets (label write p99 < 50 ms, spectrum fetch p95 < 20 ms) are judged on the paced
+scenarios: 50 people labelling at once is already far more than a research group, and a closed
+loop of 50 clients measures throughput, not what one person waits. Closed-loop latencies are
+reported too (and judged against the same bounds as ``saturated_*``), never hidden.
 
-    .venv/bin/python benchmarks/bench_api.py [--seconds 30] [--clients 50]
+Baseline in the same run: a bare S3 PUT of a label-event-sized object from the same minio client
+(sequential) is the floor of a durable label write; ``--baseline REF`` also runs every scenario
+against the API of an older commit (exported with ``git archive``, nothing in the checkout
+changes) on its own bucket, and records the ratios. API, Redis, moto and the load generator
+share the machine's cores: the CPU time each used per request is recorded.
+
+    .venv/bin/python benchmarks/bench_api.py [--seconds 30] [--clients 50] [--workers 1,2] [--baseline HEAD]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import random
@@ -32,22 +45,29 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
 from hardware import hardware  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "api.json"
 EXPERIMENT = "bench"
 DATASET = "bench-pool"
-TARGETS = {"label_write_p99_ms": 50.0, "spectrum_fetch_p95_ms": 20.0}
+TARGETS = {"paced_label_write_p99_ms": 50.0, "paced_spectrum_fetch_p95_ms": 20.0,
+           "saturated_label_write_p99_ms": 50.0, "saturated_spectrum_fetch_p95_ms": 20.0}
+VIEWER = "viewer-token-0123456789abcdef"
+#: The size of a one-item label event as the API writes it (bytes), for the bare-PUT floor.
+EVENT_BYTES = 330
 
 
 def free_port() -> int:
@@ -56,9 +76,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 60.0) -> None:
+def wait_port(port: int, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process meant to listen on {port} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -104,104 +126,185 @@ def upload(source: Path, settings: Any) -> int:
     return len(infos)
 
 
-def summarise(latencies: list[float], errors: dict[str, int], seconds: float) -> dict[str, Any]:
-    values = np.array(latencies) * 1000.0
-    out: dict[str, Any] = {"requests": int(values.size), "throughput_per_s": round(values.size / seconds, 1),
-                           "errors": errors}
-    if values.size:
-        out.update({f"p{q}_ms": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)})
-        out["max_ms"] = round(float(values.max()), 2)
-    return out
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants (uvicorn's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    family, total, frontier = {pid}, 0.0, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _) in stats.items():
+            if ppid == parent and child not in family:
+                family.add(child)
+                frontier.append(child)
+    for member in family:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
 
 
-async def run_clients(workers: list[Any], seconds: float) -> float:
-    stop = time.monotonic() + seconds
-    started = time.monotonic()
-    await asyncio.gather(*(worker(stop) for worker in workers))
-    return time.monotonic() - started
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    values = np.asarray(seconds) * 1000.0
+    return {f"p{q}_ms": round(float(np.percentile(values, q)), 3) for q in (50, 95, 99)}
 
 
-async def scenario(base: str, kind: str, clients: int, seconds: float, batch: list[int], spectra: int) -> dict[str, dict[str, Any]]:
-    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
-    results: dict[str, tuple[list[float], dict[str, int]]] = {}
+def floor(settings: Any, redis_url: str, clients: int, rate: float, seconds: float, count: int = 300) -> dict[str, Any]:
+    """The floor of a durable label write: bare PUTs of an event-sized object to the same S3 server
+    with the same minio client the API uses (one at a time, and paced like the oracles of the
+    paced scenario, from a thread pool as the API does), and bare Redis PINGs."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def bucket(name: str) -> tuple[list[float], dict[str, int]]:
-        return results.setdefault(name, ([], {}))
+    import redis
 
-    async with httpx.AsyncClient(base_url=base, timeout=30.0, limits=limits) as client:
-        async def timed(name: str, method: str, url: str, token: str, **kwargs: Any) -> None:
-            latencies, errors = bucket(name)
-            started = time.perf_counter()
+    from oraculum.store import open_store
+
+    store = open_store(settings=settings)
+    body = b"x" * EVENT_BYTES
+    for n in range(20):  # warm: connection, bucket check
+        store.put_bytes(f"floor/{n}.json", body)
+    puts = []
+    for n in range(count):
+        started = time.perf_counter()
+        store.put_bytes(f"floor/{n % 50}.json", body)
+        puts.append(time.perf_counter() - started)
+    client = redis.Redis.from_url(redis_url)
+    pings = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.ping()
+        pings.append(time.perf_counter() - started)
+    client.close()
+    tally = loadgen.Tally()
+    with ThreadPoolExecutor(16) as pool:
+        async def put(number: int, n: int) -> tuple[str, int | str]:
+            await asyncio.get_running_loop().run_in_executor(pool, store.put_bytes, f"floor/{number}-{n}.json", body)
+            return "put", 200
+
+        elapsed, _ = loadgen.run(loadgen.poisson(clients, seconds, rate, put, tally))
+    return {"bare S3 PUT": {"requests": count, "bytes": EVENT_BYTES, **percentiles(puts)},
+            "bare S3 PUT (paced)": {"clients": clients, "rate_per_client_per_s": rate, "bytes": EVENT_BYTES,
+                                    **loadgen.summary(tally.latencies["put"], tally.errors.get("put", {}), elapsed)},
+            "bare Redis PING": {"requests": count, **percentiles(pings)}}
+
+
+class Api:
+    """``oraculum serve api`` in a subprocess (optionally from another source tree)."""
+
+    def __init__(self, env: dict[str, str], workers: int, tree: Path | None) -> None:
+        self.port = free_port()
+        command = [sys.executable, "-m", "oraculum.cli", "serve", "api", "--port", str(self.port),
+                   "--log-level", "warning", "--workers", str(workers)]
+        if tree is not None:  # the older commit's code: its own oraculum package first on the path
+            env = {**env, "PYTHONPATH": str(tree)}
+        self.process = subprocess.Popen(command, env=env, cwd=str(tree or ROOT))
+        wait_port(self.port, process=self.process)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
             try:
-                response = await client.request(method, url, headers={"Authorization": f"Bearer {token}"}, **kwargs)
-                code = response.status_code
-            except httpx.HTTPError as error:
-                code = type(error).__name__  # type: ignore[assignment]
-            elapsed = time.perf_counter() - started
-            if isinstance(code, int) and code < 400:
-                latencies.append(elapsed)
-            else:
-                errors[str(code)] = errors.get(str(code), 0) + 1
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
-        def labeller(n: int, paced: bool = False) -> Any:
-            mine = batch[n::clients]
-            rng = random.Random(n)
 
-            async def work(stop: float) -> None:
-                i = 0
-                while time.monotonic() < stop:
-                    index = mine[i % len(mine)] if mine else batch[n % len(batch)]
-                    label = "emission" if rng.random() < 0.3 else "absorption"
-                    sent = time.perf_counter()
-                    await timed("label write", "PUT", f"/api/v1/experiments/{EXPERIMENT}/iterations/0/labels/{index}",
-                                f"labeller{n}-token-0123456789abcdef", json={"label": label})
-                    i += 1
-                    if paced:  # a person's pace: one label a second
-                        await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - sent)))
-            return work
+def export_tree(ref: str, target: Path) -> Path:
+    """``git archive ref`` into ``target`` (read-only for the checkout), with the package mapping
+    of pyproject.toml (api/ -> oraculum/api, ...) as symlinks, so ``python -m oraculum.cli`` runs it."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    for name in ("api", "operator", "dashboard"):
+        if (target / name).is_dir() and not (target / "oraculum" / name).exists():
+            (target / "oraculum" / name).symlink_to(target / name, target_is_directory=True)
+    return target
 
-        def reader(n: int) -> Any:
-            async def work(stop: float) -> None:
-                while time.monotonic() < stop:
-                    await timed("batch read", "GET", f"/api/v1/experiments/{EXPERIMENT}/batch", "viewer-token-0123456789abcdef")
-            return work
 
-        def fetcher(n: int, raw: bool) -> Any:
-            rng = random.Random(1000 + n)
+def makers(kind: str, clients: int, batch: list[int], spectra: int) -> list[loadgen.Maker]:
+    """One request maker per client of a scenario."""
 
-            async def work(stop: float) -> None:
-                while time.monotonic() < stop:
-                    index = rng.randrange(spectra)
-                    url = f"/api/v1/datasets/{DATASET}/spectra/{index}" + ("/raw?max_points=2000" if raw else "/flux")
-                    await timed("spectrum raw" if raw else "spectrum flux", "GET", url, "viewer-token-0123456789abcdef")
-            return work
+    def auth(token: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {token}"), ("content-type", "application/json")]
 
-        if kind == "mixed":
-            workers = [labeller(n) for n in range(clients // 2)] + [reader(n) for n in range(clients - clients // 2)]
-        elif kind == "paced":
-            workers = [labeller(n, paced=True) for n in range(clients)]
+    def labeller(n: int, writers: int) -> loadgen.Maker:
+        mine = batch[n::writers] or [batch[n % len(batch)]]
+        rng = random.Random(n)
+        headers = auth(f"labeller{n}-token-0123456789abcdef")
+
+        def make(_: int, i: int) -> tuple[str, loadgen.Request]:
+            label = "emission" if rng.random() < 0.3 else "absorption"
+            return "label write", ("PUT", f"/api/v1/experiments/{EXPERIMENT}/iterations/0/labels/{mine[i % len(mine)]}",
+                                   headers, json.dumps({"label": label}).encode())
+        return make
+
+    def reader(_: int) -> loadgen.Maker:
+        request = ("GET", f"/api/v1/experiments/{EXPERIMENT}/batch", auth(VIEWER), b"")
+        return lambda _n, _i: ("batch read", request)
+
+    def fetcher(n: int, raw: bool) -> loadgen.Maker:
+        rng = random.Random(1000 + n)
+        headers = auth(VIEWER)
+
+        def make(_: int, __: int) -> tuple[str, loadgen.Request]:
+            index = rng.randrange(spectra)
+            path = f"/api/v1/datasets/{DATASET}/spectra/{index}" + ("/raw?max_points=2000" if raw else "/flux")
+            return ("spectrum raw" if raw else "spectrum flux"), ("GET", path, headers, b"")
+        return make
+
+    if kind == "mixed":
+        writers = clients // 2
+        return [labeller(n, writers) for n in range(writers)] + [reader(n) for n in range(clients - writers)]
+    if kind == "paced":
+        return [labeller(n, clients) for n in range(clients)]
+    return [fetcher(n, raw=kind == "raw") for n in range(clients)]
+
+
+SCENARIOS = (("mixed", "closed"), ("flux", "closed"), ("raw", "closed"), ("paced", "paced"), ("paced-flux", "paced"))
+
+
+def run_scenarios(api: Api, pids: dict[str, int], args: argparse.Namespace, batch: list[int],
+                  spectra: int) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for kind, mode in SCENARIOS:
+        seconds = args.seconds if kind in ("mixed", "paced") else args.short
+        print(f"  scenario {kind} ({mode}): {args.clients} clients for {seconds:.0f} s ...", flush=True)
+        tally = loadgen.Tally()
+        clients = makers("flux" if kind == "paced-flux" else kind, args.clients, batch, spectra)
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        if mode == "closed":
+            coroutine = loadgen.closed("127.0.0.1", api.port, clients, seconds, tally)
         else:
-            workers = [fetcher(n, raw=kind == "raw") for n in range(clients)]
-        elapsed = await run_clients(workers, seconds)
-    return {name: {"scenario": kind, "clients": clients, "seconds": round(elapsed, 1), **summarise(lat, err, elapsed)}
-            for name, (lat, err) in results.items()}
+            coroutine = loadgen.paced("127.0.0.1", api.port, clients, seconds, args.rate, tally, seed=len(rows))
+        elapsed, loadgen_cpu = loadgen.run(coroutine)
+        cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        cpu["load generator"] = loadgen_cpu
+        total = sum(len(v) for v in tally.latencies.values()) + sum(sum(e.values()) for e in tally.errors.values())
+        for name, latencies in tally.latencies.items():
+            rows[f"{name} ({kind})"] = {
+                "scenario": kind, "mode": mode, "clients": args.clients, "seconds": round(elapsed, 1),
+                **({"rate_per_client_per_s": args.rate} if mode == "paced" else {}),
+                **loadgen.summary(latencies, tally.errors.get(name, {}), elapsed),
+                "cpu_ms_per_request": {k: round(v * 1000 / max(total, 1), 3) for k, v in cpu.items()},
+                "cpu_busy_fraction_of_machine": round(sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)), 3),
+            }
+    return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="Duration of the mixed scenario (s).")
-    parser.add_argument("--short", type=float, default=15.0, help="Duration of each other scenario (s).")
-    parser.add_argument("--clients", type=int, default=50, help="Concurrent clients.")
-    parser.add_argument("--spectra", type=int, default=600, help="Synthetic spectra in the pool.")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="Where to write the results JSON.")
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="oraculum-bench-api-"))
+@contextmanager
+def services(work: Path) -> Iterator[tuple[str, int, dict[str, int]]]:
+    """The moto S3 server and redis-server: (S3 endpoint, Redis port, their pids)."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        print(f"building the synthetic world ({args.spectra} spectra, a cold-start batch of 100) ...", flush=True)
-        build_world(work / "world", args.spectra)
-        s3_port, redis_port, api_port = free_port(), free_port(), free_port()
+        s3_port, redis_port = free_port(), free_port()
         moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(moto)
@@ -211,37 +314,9 @@ def main() -> None:
         redis = subprocess.Popen([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                                   "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
         processes.append(redis)
-        wait_port(s3_port)
-        wait_port(redis_port)
-        from oraculum.settings import Settings
-
-        endpoint = f"http://127.0.0.1:{s3_port}"
-        settings = Settings(store="s3://oraculum", s3_endpoint=endpoint, s3_access_key="bench", s3_secret_key="bench",
-                            s3_region="us-east-1")
-        print(f"uploading to the S3 server: {upload(work / 'world', settings)} objects", flush=True)
-        tokens = ",".join([f"labeller{n}:oracle:labeller{n}-token-0123456789abcdef" for n in range(args.clients)]
-                          + ["vera:viewer:viewer-token-0123456789abcdef"])
-        env = {**os.environ, "ORACULUM_STORE": settings.store, "ORACULUM_S3_ENDPOINT": endpoint,
-               "ORACULUM_S3_ACCESS_KEY": "bench", "ORACULUM_S3_SECRET_KEY": "bench", "ORACULUM_S3_REGION": "us-east-1",
-               "ORACULUM_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ORACULUM_API_TOKENS": tokens,
-               "ORACULUM_API_BACKEND": "local", "ORACULUM_CACHE_DIR": str(work / "cache")}
-        api = subprocess.Popen([sys.executable, "-m", "oraculum.cli", "serve", "api", "--port", str(api_port),
-                                "--log-level", "warning"], env=env, cwd=str(ROOT))
-        processes.append(api)
-        wait_port(api_port)
-        base = f"http://127.0.0.1:{api_port}"
-        with httpx.Client(base_url=base, timeout=30) as client:
-            viewer = {"Authorization": "Bearer viewer-token-0123456789abcdef"}
-            batch = [item["index"] for item in client.get(f"/api/v1/experiments/{EXPERIMENT}/batch", headers=viewer).json()["items"]]
-            count = client.get(f"/api/v1/datasets/{DATASET}", headers=viewer).json()["index"]["count"]
-            for index in range(0, count, max(1, count // 50)):  # warm: shard copies in the cache, archive client
-                client.get(f"/api/v1/datasets/{DATASET}/spectra/{index}/flux", headers=viewer)
-        rows: dict[str, dict[str, Any]] = {}
-        for kind, seconds in (("mixed", args.seconds), ("flux", args.short), ("raw", args.short), ("paced", args.short)):
-            print(f"scenario {kind}: {args.clients} clients for {seconds:.0f} s ...", flush=True)
-            found = asyncio.run(scenario(base, kind, args.clients, seconds, batch, count))
-            for name, row in found.items():
-                rows[f"{name} ({kind})"] = row
+        wait_port(s3_port, process=moto)
+        wait_port(redis_port, process=redis)
+        yield f"http://127.0.0.1:{s3_port}", redis_port, {"moto": moto.pid, "redis": redis.pid}
     finally:
         for process in reversed(processes):
             if process.poll() is None:
@@ -250,29 +325,171 @@ def main() -> None:
                     process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+def measure_server(label: str, tree: Path | None, bucket: str, redis_db: int, endpoint: str, redis_port: int,
+                   pids: dict[str, int], world: Path, work: Path, args: argparse.Namespace,
+                   workers: int) -> dict[str, dict[str, Any]]:
+    """Upload the world to a fresh bucket, start an API on it and run every scenario."""
+    import httpx
+
+    from oraculum.settings import Settings
+
+    settings = Settings(store=f"s3://{bucket}", s3_endpoint=endpoint, s3_access_key="bench", s3_secret_key="bench",
+                        s3_region="us-east-1")
+    print(f"{label}: uploading to the S3 server: {upload(world, settings)} objects", flush=True)
+    tokens = ",".join([f"labeller{n}:oracle:labeller{n}-token-0123456789abcdef" for n in range(args.clients)]
+                      + [f"vera:viewer:{VIEWER}"])
+    env = {**os.environ, "ORACULUM_STORE": settings.store, "ORACULUM_S3_ENDPOINT": endpoint,
+           "ORACULUM_S3_ACCESS_KEY": "bench", "ORACULUM_S3_SECRET_KEY": "bench", "ORACULUM_S3_REGION": "us-east-1",
+           "ORACULUM_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{redis_db}", "ORACULUM_API_TOKENS": tokens,
+           "ORACULUM_API_BACKEND": "local", "ORACULUM_CACHE_DIR": str(work / f"cache-{bucket}")}
+    api = Api(env, workers, tree)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{api.port}", timeout=30) as client:
+            viewer = {"Authorization": f"Bearer {VIEWER}"}
+            batch = [item["index"] for item in client.get(f"/api/v1/experiments/{EXPERIMENT}/batch", headers=viewer).json()["items"]]
+            count = client.get(f"/api/v1/datasets/{DATASET}", headers=viewer).json()["index"]["count"]
+            for _ in range(2 * workers):  # warm every worker: shard copies in the cache, archive client
+                for index in range(0, count, max(1, count // 50)):
+                    client.get(f"/api/v1/datasets/{DATASET}/spectra/{index}/flux", headers=viewer)
+        return run_scenarios(api, {"api": api.process.pid, **pids}, args, batch, count)
+    finally:
+        api.stop()
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, 2)
+
+
+def print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
+    header = (f"{'what':30} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'n':>6}  "
+              f"{'CPU ms/req api moto redis gen':>30}  errors")
+    print(f"\n{title}\n{header}\n" + "-" * len(header))
+    for name, row in rows.items():
+        cpu = row["cpu_ms_per_request"]
+        shares = " ".join(f"{cpu.get(k, 0):.2f}" for k in ("api", "moto", "redis", "load generator"))
+        print(f"{name:30} {row['throughput_per_s']:>7} {row.get('p50_ms', '-'):>8} {row.get('p95_ms', '-'):>8} "
+              f"{row.get('p99_ms', '-'):>8} {row.get('max_ms', '-'):>8} {row['requests']:>6}  {shares:>30}  "
+              f"{row['errors'] or ''}")
+
+
+def slug(row: str) -> str:
+    """A results-row name as part of a JSON key: 'label write (paced)' -> 'label_write_paced'."""
+    return row.replace(" ", "_").replace("(", "").replace(")", "").replace("-", "_")
+
+
+def comparisons(rows: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]], suffix: str) -> dict[str, float | None]:
+    """Ratios of ``rows`` against ``other``: latency speed-ups (other / rows) and throughput ratios."""
+    out: dict[str, float | None] = {}
+    for row, key in (("label write (paced)", "p99_ms"), ("label write (paced)", "p50_ms"),
+                     ("spectrum flux (paced-flux)", "p95_ms"), ("label write (mixed)", "p99_ms"),
+                     ("spectrum flux (flux)", "p95_ms")):
+        out[f"speedup_{slug(row)}_{key}_{suffix}"] = ratio(other.get(row, {}).get(key), rows.get(row, {}).get(key))
+    for row in ("label write (mixed)", "batch read (mixed)", "spectrum flux (flux)", "spectrum raw (raw)"):
+        out[f"throughput_ratio_{slug(row)}_{suffix}"] = ratio(rows.get(row, {}).get("throughput_per_s"),
+                                                             other.get(row, {}).get("throughput_per_s"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="Duration of the mixed and paced scenarios (s).")
+    parser.add_argument("--short", type=float, default=15.0, help="Duration of each other scenario (s).")
+    parser.add_argument("--clients", type=int, default=50, help="Concurrent clients.")
+    parser.add_argument("--rate", type=float, default=1.0, help="Requests per second per client when paced.")
+    parser.add_argument("--workers", default="1", metavar="N[,N...]",
+                        help="API worker processes (above 1 shares Redis); several (e.g. 1,2) are measured one after "
+                             "the other in the same run, the first one is the result.")
+    parser.add_argument("--spectra", type=int, default=600, help="Synthetic spectra in the pool.")
+    parser.add_argument("--baseline", default=None, metavar="REF",
+                        help="Also measure the API of this git commit (e.g. HEAD) in the same run, for ratios.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Where to write the results JSON.")
+    args = parser.parse_args()
+    try:
+        worker_counts = [int(n) for n in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers {args.workers!r}: give worker counts like 1 or 1,2")
+    if not worker_counts or min(worker_counts) < 1:
+        parser.error(f"--workers {args.workers!r}: worker counts must be 1 or more")
+
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    work = Path(tempfile.mkdtemp(prefix="oraculum-bench-api-"))
+    measured: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        print(f"building the synthetic world ({args.spectra} spectra, a cold-start batch of 100) ...", flush=True)
+        build_world(work / "world", args.spectra)
+        with services(work) as (endpoint, redis_port, pids):
+            from oraculum.settings import Settings
+
+            print(f"floor: bare S3 PUTs, one at a time and paced ({args.clients} clients for {args.short:.0f} s) ...",
+                  flush=True)
+            floors = floor(Settings(store="s3://floor", s3_endpoint=endpoint, s3_access_key="bench",
+                                    s3_secret_key="bench", s3_region="us-east-1"), f"redis://127.0.0.1:{redis_port}/15",
+                           args.clients, args.rate, args.short)
+            servers: list[tuple[str, Path | None, int]] = []
+            if args.baseline:
+                servers.append((f"baseline {args.baseline}, {worker_counts[0]} worker(s)",
+                                export_tree(args.baseline, work / "baseline-tree"), worker_counts[0]))
+            servers += [(f"this tree, {n} worker(s)", None, n) for n in worker_counts]
+            for number, (label, tree, workers) in enumerate(servers):  # each on its own bucket and Redis db
+                measured[label] = measure_server(label, tree, f"bench-{number}", number, endpoint, redis_port, pids,
+                                                 work / "world", work, args, workers)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    header = f"{'what':34} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'n':>7}  errors"
-    print("\n" + header + "\n" + "-" * len(header))
-    for name, row in rows.items():
-        print(f"{name:34} {row['throughput_per_s']:>8} {row.get('p50_ms', '-'):>8} {row.get('p95_ms', '-'):>8} "
-              f"{row.get('p99_ms', '-'):>8} {row.get('max_ms', '-'):>8} {row['requests']:>7}  {row['errors'] or ''}")
-    write_p99 = rows.get("label write (mixed)", {}).get("p99_ms")
-    fetch_p95 = rows.get("spectrum flux (flux)", {}).get("p95_ms")
-    verdict = {
-        "label_write_p99_ms": write_p99, "label_write_p99_target_met": write_p99 is not None and write_p99 < TARGETS["label_write_p99_ms"],
-        "paced_label_write_p99_ms": rows.get("label write (paced)", {}).get("p99_ms"),
-        "spectrum_fetch_p95_ms": fetch_p95, "spectrum_fetch_p95_target_met": fetch_p95 is not None and fetch_p95 < TARGETS["spectrum_fetch_p95_ms"],
+    paced_floor = floors["bare S3 PUT (paced)"]
+    print(f"\nfloor: bare S3 PUT ({EVENT_BYTES} B) one at a time p50 {floors['bare S3 PUT']['p50_ms']} ms, "
+          f"p99 {floors['bare S3 PUT']['p99_ms']} ms; paced like the oracles p50 {paced_floor.get('p50_ms')} ms, "
+          f"p99 {paced_floor.get('p99_ms')} ms; bare Redis PING p50 {floors['bare Redis PING']['p50_ms']} ms")
+    for label, found in measured.items():
+        print_table(label, found)
+    primary = f"this tree, {worker_counts[0]} worker(s)"
+    rows = measured[primary]
+
+    def get(row: str, key: str) -> float | None:
+        return rows.get(row, {}).get(key)
+
+    verdict: dict[str, Any] = {
+        "paced_label_write_p99_ms": get("label write (paced)", "p99_ms"),
+        "paced_spectrum_fetch_p95_ms": get("spectrum flux (paced-flux)", "p95_ms"),
+        "saturated_label_write_p99_ms": get("label write (mixed)", "p99_ms"),
+        "saturated_spectrum_fetch_p95_ms": get("spectrum flux (flux)", "p95_ms"),
     }
-    print(f"\ntargets: label write p99 < 50 ms under {args.clients} clients: {write_p99} ms "
-          f"({'met' if verdict['label_write_p99_target_met'] else 'NOT met'}); "
-          f"spectrum fetch p95 < 20 ms: {fetch_p95} ms ({'met' if verdict['spectrum_fetch_p95_target_met'] else 'NOT met'})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    for name, bound in TARGETS.items():
+        verdict[f"{name[:-3]}_target_met"] = verdict[name] is not None and verdict[name] < bound
+    print(f"\ntargets ({primary}; judged on the paced scenarios, saturated = closed loop, for the record):")
+    for name, bound in TARGETS.items():
+        met = verdict[f"{name[:-3]}_target_met"]
+        print(f"  {name}: {verdict[name]} (< {bound}: {'met' if met else 'NOT met'})")
+    result: dict[str, Any] = {
         "benchmark": "api", "description": __doc__.split("\n\n")[0], "synthetic_data": True,
-        "clients": args.clients, "results": rows, "targets": TARGETS, "verdict": verdict, "hardware": hardware(),
-        "load_average": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2) + "\n")
+        "command": " ".join(["benchmarks/bench_api.py", *sys.argv[1:]]),
+        "clients": args.clients, "workers": worker_counts[0], "paced_rate_per_client_per_s": args.rate,
+        "results": rows, "targets": TARGETS, "verdict": verdict,
+        "targets_judged_on": "paced scenarios (50 people at a person's pace); saturated_* = closed loop, recorded",
+        "floor": floors,
+        "paced_label_write_p50_vs_bare_put_p50": ratio(get("label write (paced)", "p50_ms"),
+                                                       floors["bare S3 PUT"]["p50_ms"]),
+        "paced_label_write_p99_vs_paced_bare_put_p99": ratio(get("label write (paced)", "p99_ms"),
+                                                             paced_floor.get("p99_ms")),
+        "load_generator": "benchmarks/loadgen.py: one asyncio process (uvloop), h11, one keep-alive connection per "
+                          "client; its CPU per request is in each row (cpu_ms_per_request)",
+        "other_servers": {label: found for label, found in measured.items() if label != primary},
+        "hardware": hardware(), "load_average_start": load_start, "load_average": [round(v, 2) for v in os.getloadavg()],
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for label, found in measured.items():
+        if label.startswith("baseline"):
+            result["baseline_ref"] = args.baseline
+            result.update(comparisons(rows, found, "vs_baseline"))
+        elif label != primary:
+            workers = label.split(", ")[1].split(" ")[0]
+            result.update(comparisons(found, rows, f"{workers}_workers_vs_{worker_counts[0]}"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

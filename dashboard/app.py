@@ -35,10 +35,11 @@ from dash import Dash, Input, Output, dcc, html
 
 from oraculum import __version__
 
-from . import batchmap, experiments, labelling, performance
+from . import batchmap, experiments, labelling, performance, samp
 from .client import ApiClient, ApiError
 from .config import DashboardSettings
 from .context import COOKIE, NAME, Context
+from .relay import relay
 from .ui import error_box
 
 log = logging.getLogger("oraculum.dashboard")
@@ -72,6 +73,8 @@ def create_app(settings: DashboardSettings | None = None, client: ApiClient | No
     labelling.register(app, ctx)
     batchmap.register(app, ctx)
     performance.register(app, ctx)
+    samp.register(app)  # "Send to SAMP" on the labelling and performance pages
+    samp.routes(app.server, ctx)
     app.server.config["oraculum.context"] = ctx
     return app
 
@@ -225,16 +228,8 @@ def _server_routes(server: flask.Flask, ctx: Context) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         if flask.request.content_type:
             headers["Content-Type"] = flask.request.content_type
-        try:
-            upstream = client.http.request(flask.request.method, f"/api/v1/{path}", params=flask.request.args,
-                                           content=flask.request.get_data(), headers=headers)
-        except httpx.HTTPError as error:
-            return flask.jsonify(detail=f"the API at {client.base_url} cannot be reached: {error}"), 502
-        response = flask.Response(upstream.content, status=upstream.status_code,
-                                  content_type=upstream.headers.get("content-type", "application/json"))
-        for header in ("Retry-After", "Content-Disposition"):
-            if header in upstream.headers:
-                response.headers[header] = upstream.headers[header]
+        response = relay(client, flask.request.method, f"/api/v1/{path}", params=flask.request.args,
+                         content=flask.request.get_data(), headers=headers, keep=("Retry-After", "Content-Disposition"))
         response.headers["Cache-Control"] = "no-store"
         return response
 

@@ -34,10 +34,21 @@ class DashboardSettings(BaseSettings):
     dashboard_sky_url: str = Field(
         "https://aladin.cds.unistra.fr/AladinLite/?target={ra}%20{dec}&fov=0.05&survey=P%2FDSS2%2Fcolor",
         description="Aladin Lite sky view, {ra} and {dec} in degrees (needs internet access in the browser).")
+    dashboard_samp_hub: str = Field(
+        "http://127.0.0.1:21012",
+        description="The SAMP Web Profile hub as the oracle's browser reaches it (the standard address; TOPCAT "
+                    "and SPLAT run one): 'Send to SAMP' posts there from the browser.")
 
     @field_validator("api_url")
     @classmethod
     def _strip(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("dashboard_samp_hub")
+    @classmethod
+    def _hub(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not a hub address: give an http:// URL such as http://127.0.0.1:21012")
         return value.rstrip("/")
 
     @property

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from dash import ALL, Dash, Input, Output, State, dcc, html, no_update
 
+from . import samp
 from .client import ApiError
 from .context import Context, allows
 from .spectra import Neighbours, compact, line_markers, neighbours_figure
@@ -24,7 +25,8 @@ UNSURE = "unsure"
 #: Keys the page itself uses; a class hotkey among them still labels (shown as a warning).
 COMMAND_KEYS = {"ArrowLeft": "previous spectrum", "ArrowRight": "next spectrum", "n": "next unlabelled spectrum",
                 "z": "undo the last label", "s": "smoothing on/off", "f": "full raw spectrum from the archive on/off",
-                "r": "reset zoom", "c": "write a comment (Enter saves it, Esc leaves)", "?": "this help"}
+                "r": "reset zoom", "c": "write a comment (Enter saves it, Esc leaves)",
+                samp.KEY: "send the spectrum shown to SAMP tools (SPLAT, TOPCAT)", "?": "this help"}
 #: Send every spectrum of a batch to the browser at once up to this many numbers, else a window.
 PREFETCH_ALL_NUMBERS = 120_000
 WINDOW = 24
@@ -80,7 +82,9 @@ def layout(ctx: Context, me: dict[str, str], name: str, query: dict[str, str]) -
                     "toImageButtonOptions": {"format": "png", "scale": 2}}), className="graph-card"),
                 html.Div([html.Button([kbd(key), " ", text], id={"type": "lab-btn", "key": key}, className="key-btn")
                           for key, text in commands]
-                         + [html.Button("retry saving now", id={"type": "lab-btn", "key": "retry"}, className="key-btn")],
+                         + [html.Button("retry saving now", id={"type": "lab-btn", "key": "retry"}, className="key-btn")]
+                         + [samp.controls(ctx, "lab", "Send the spectrum shown (preprocessed, or raw with f) to SPLAT, "
+                                                       "TOPCAT... through the SAMP hub on this computer", samp.KEY)],
                          className="keys", id="lab-commands"),
             ]),
             html.Aside([

@@ -14,6 +14,7 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dash_table, dcc, html, no_update
 
+from . import samp
 from .client import ApiError
 from .context import Context
 from .spectra import CLASS_COLOURS
@@ -69,6 +70,8 @@ def layout(ctx: Context, me: dict[str, str], name: str, query: dict[str, str]) -
                  html.Span("the rows shown by the filters above (all pages)", className="muted"),
                  html.A("full CSV from the API", id="perf-full-csv", href="#", target="_blank"),
                  html.A("full VOTable from the API", id="perf-full-vot", href="#", target="_blank"),
+                 samp.controls(ctx, "perf", "Send the iteration's whole candidate table (not only the rows the "
+                                            "filters show) to TOPCAT or Aladin through the SAMP hub on this computer"),
              ], className="actions", style={"marginTop": "8px", "alignItems": "center"}),
              dcc.Download(id="perf-download")),
     ], id="perf-root")
@@ -205,14 +208,14 @@ def parse_csv(text: str) -> dict[str, Any]:
 
 def votable_bytes(rows: list[dict[str, Any]], columns: list[str], description: str) -> bytes:
     from astropy.io.votable import from_table
+
+    from oraculum.vo.votable import votable_bytes as write_votable
     from astropy.table import Table
 
     table = Table(rows=[[row.get(c) for c in columns] for row in rows], names=columns) if rows else \
         Table(names=columns, dtype=[str] * len(columns))
     table.meta["description"] = description
-    buffer = io.BytesIO()
-    from_table(table).to_xml(buffer)
-    return buffer.getvalue()
+    return write_votable(from_table(table))  # never astropy's faulty C TABLEDATA writer (see there)
 
 
 def register(app: Dash, ctx: Context) -> None:

@@ -17,7 +17,9 @@ from .controller import Reconciler
 from .handlers import build_registry, configure
 from .kube import KubeClient
 
-__all__ = ["make_login", "operator_main", "run_operator"]
+__all__ = ["job_config", "make_login", "operator_main", "run_operator"]
+
+log = logging.getLogger("oraculum.operator")
 
 
 def make_login(connection: kopf.ConnectionInfo | None = None) -> Callable[[], kopf.ConnectionInfo]:
@@ -34,6 +36,18 @@ def make_login(connection: kopf.ConnectionInfo | None = None) -> Callable[[], ko
         return info
 
     return login
+
+
+def job_config(settings: Settings, config: JobConfig | None = None) -> JobConfig:
+    """How Jobs are built: ``config`` or ``ORACULUM_JOB_*``, with the API that running Jobs report
+    their progress to taken from the operator's own ``ORACULUM_API_URL`` when the Job settings name none."""
+    config = config or JobConfig()
+    if not config.api_url and settings.api_url:
+        config = config.model_copy(update={"api_url": settings.api_url})
+    if config.api_url:
+        log.info("Jobs report their progress to %s%s", config.api_url,
+                 "" if config.progress_secret else " (no worker token Secret set: ORACULUM_JOB_PROGRESS_SECRET)")
+    return config
 
 
 async def operator_main(
@@ -53,7 +67,7 @@ async def operator_main(
     """Run until ``stop_flag`` is set (or for ever); see :func:`run_operator`."""
     login = make_login(connection)
     reconciler = Reconciler(KubeClient(login), store_factory or (lambda: open_store(settings=settings)),
-                            config or JobConfig(), now)
+                            job_config(settings, config), now)
     if reconciler_out is not None:
         reconciler_out.append(reconciler)
     registry = build_registry(reconciler, login, poll_interval)

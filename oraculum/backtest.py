@@ -275,7 +275,8 @@ def run_backtest(
         points: list[dict[str, Any]] = []
         started = time.perf_counter()
         for k in range(iterations):
-            bar = (lambda done, total, s=strategy, k=k: progress(f"{s} iteration {k}", done, total)) if progress else None
+            bar = (lambda stage, done, total, s=strategy, k=k: progress(f"{s} iteration {k} {stage}", done, total)
+                   if done is not None and total is not None else None) if progress else None
             result = run_iteration(name, strategy_spec, k, store, settings, bar)
             answered = oracle.answer(store, name, k)
             metrics = evaluate_iteration(name, strategy_spec, k, store)

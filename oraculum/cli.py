@@ -35,15 +35,21 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-def _progress_bar(enabled: bool, description: str, unit: str = "file") -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm bar driven by ``update(done, total)`` calls; a no-op when progress is off."""
+def _progress_bar(enabled: bool, description: str, unit: str = "file", also: Callable[[int, int], None] | None = None,
+                  ) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar driven by ``update(done, total)`` calls; a no-op when progress is off.
+
+    ``also(done, total)`` hears every update too, bar or not (a Job's report to the API, see
+    :mod:`oraculum.progress`)."""
     if not enabled:
-        return (lambda done, total: None), (lambda: None)
+        return (also or (lambda done, total: None)), (lambda: None)
     from tqdm import tqdm
 
     bar: dict[str, Any] = {}
 
     def update(done: int, total: int) -> None:
+        if also:
+            also(done, total)
         if "bar" not in bar:
             bar["bar"] = tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, file=sys.stderr)
         bar["bar"].total = total
@@ -215,30 +221,65 @@ def preprocess(ctx: Context, source: str, dataset: str, shard: str | None, shard
     synthetic:COUNT?seed=S (synthetic LAMOST-format spectra with labels, made once in the store
     under archive/synthetic-COUNT-sS/). Every file is either resampled onto the grid and stored,
     or listed in the dataset's rejected.jsonl with the reason. Re-running skips finished shards.
+
+    SOURCE may also be fetched first (see `oraculum fetch`): a VOTable (file, URL such as an
+    SSAP query, or votable:store:KEY), a URL list, or an HTML index page; each shard downloads
+    its share into archive/vo/ in the store, then preprocesses it. SODA cutouts cover the grid
+    plus 50 Å.
     """
     from oraculum.datasets import DatasetError
     from oraculum.ingest import environment_worker_count, run_preprocess
+    from oraculum.progress import ProgressReporter
     from oraculum.store import StoreError
 
     params = _parameters(**grid)
     shard_spec = _parse_shard(shard)
     if shard_spec and shards and shards != shard_spec[1]:
         _fail(f"--shard {shard} and --shards {shards} disagree on the number of shards")
-    update, close = _progress_bar(ctx.progress, f"preprocess {dataset}")
-    try:
-        report = run_preprocess(
-            source, dataset, params, ctx.settings,
-            patterns=patterns or None,
-            shard=shard_spec[0] if shard_spec else None,
-            shards=shard_spec[1] if shard_spec else shards,
-            workers=workers or environment_worker_count(),
-            progress=update,
-        )
-    except (DatasetError, StoreError, ValueError) as error:
+    with ProgressReporter.from_env() as reporter:  # a Job's report to the API; a no-op by hand
+        reporter.update(None, None, stage="preprocess", message=f"listing {source}")
+        update, close = _progress_bar(ctx.progress, f"preprocess {dataset}",
+                                      also=reporter.callback("preprocess", "files"))
+        fetch_update, fetch_close = _progress_bar(ctx.progress, "fetch", also=reporter.callback("fetch", "files"))
+        try:
+            source = _fetching_source(ctx, source, params.grid, patterns)
+            report = run_preprocess(
+                source, dataset, params, ctx.settings,
+                patterns=patterns or None,
+                shard=shard_spec[0] if shard_spec else None,
+                shards=shard_spec[1] if shard_spec else shards,
+                workers=workers or environment_worker_count(),
+                progress=update,
+                fetch_progress=fetch_update,
+            )
+        except (DatasetError, StoreError, ValueError) as error:
+            fetch_close()
+            close()
+            _fail(str(error))
+        fetch_close()
         close()
-        _fail(str(error))
-    close()
+        files = sum(r.info.count + r.info.rejected for r in report.shards)
+        reporter.update(files, files, stage="preprocess", message=(
+            f"{sum(r.info.count for r in report.shards):,} spectra stored, {sum(r.info.rejected for r in report.shards):,} "
+            f"files rejected; " + ("index written" if report.index is not None else "other shards still to run")))
     _print_report(report)
+
+
+def _fetching_source(ctx: Context, source: str, grid: Any, patterns: tuple[str, ...]) -> str:
+    """A VO source (votable:, urls:, index:, an http(s) URL, a local VOTable or URL list) as its
+    canonical string, with the grid's band for SODA cutouts and --glob for index pages; any
+    other source unchanged."""
+    from dataclasses import replace
+
+    from oraculum.vo.sources import recognise
+    from oraculum.vo.spec import banded
+
+    fetching = recognise(source, ctx.settings)
+    if fetching is None:
+        return source
+    if patterns and fetching.kind == "index":
+        fetching = replace(fetching, globs=tuple(patterns))
+    return banded(fetching, grid).canonical()
 
 
 def _print_report(report: Any) -> None:
@@ -263,6 +304,56 @@ def _print_report(report: Any) -> None:
         )
     else:
         click.echo("index not written yet: other shards are still to be processed")
+
+
+@main.command()
+@click.argument("source", metavar="SOURCE")
+@click.option("--to", "prefix", metavar="PREFIX", default=None,
+              help="Store prefix for the files. Default: archive/vo/<kind>-<name>-<digest>, where "
+              "`oraculum preprocess SOURCE` finds them without downloading again.")
+@click.option("--shard", metavar="I/N", default=None,
+              help="Fetch only shard I of N (0-based): a contiguous slice of the rows, as one pod does.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None, help="Downloads at once (default 8).")
+@click.option("--retries", type=click.IntRange(0, 20), default=None,
+              help="Extra attempts after 5xx, timeouts, dropped connections (default 4, exponential backoff).")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=None, help="Connect/read timeout, s (default 60).")
+@click.option("--datalink", type=click.Choice(["auto", "this", "cutout", "none"]), default=None,
+              help="VOTables: resolve rows through DataLink (auto: when declared), take #this or a SODA cutout.")
+@click.option("--band", metavar="LO-HI", default=None,
+              help="VOTables: SODA cutout range in Å (vacuum), e.g. 6469-6782; without it, #this is fetched.")
+@pass_context
+def fetch(ctx: Context, source: str, prefix: str | None, shard: str | None, concurrency: int | None,
+          retries: int | None, timeout: float | None, datalink: str | None, band: str | None) -> None:
+    """Download the spectra SOURCE points at into the store, resumably.
+
+    SOURCE is a VOTable (a file, e.g. saved from TOPCAT; an http(s) URL such as an SSAP query;
+    votable:store:KEY for one in the store), a URL list (one URL per line), or an HTML index
+    page (every FITS file below it). Failures are retried (5xx, timeouts) or reported (4xx) and
+    never stop the rest; a second run fetches only what is missing. Exit status 0 unless
+    nothing at all could be fetched.
+    """
+    from oraculum.store import StoreError
+    from oraculum.vo.fetch import report_lines
+    from oraculum.vo.sources import fetch_source, recognise
+    from oraculum.vo.spec import override
+
+    update, close = _progress_bar(ctx.progress, "fetch")
+    try:
+        spec = recognise(source, ctx.settings)
+        if spec is None:
+            _fail(f"{source!r} is not something to fetch: give a VOTable or URL list (file or http(s) URL), "
+                  "an index page URL, or votable:/urls:/index: LOCATION")
+        spec = override(spec, datalink=datalink, band=band, concurrency=concurrency, retries=retries, timeout=timeout)
+        report = fetch_source(spec, ctx.settings, prefix=prefix, shard=_parse_shard(shard), progress=update)
+    except (StoreError, ValueError) as error:
+        close()
+        _fail(str(error))
+    close()
+    click.echo(f"{spec.canonical()} -> {prefix or spec.archive_prefix}")
+    for line in report_lines(report):
+        click.echo(line)
+    if report.records and report.stored + report.count("duplicate") == 0:
+        _fail(f"nothing could be fetched: all {len(report.records)} downloads failed")
 
 
 @main.group()
@@ -384,71 +475,61 @@ def _synth_config(count: int, seed: int, compress: bool, fractions: tuple[str, .
 
 
 @main.command()
-@click.option("--count", "-n", type=click.IntRange(min=10), default=5000, show_default=True,
-              help="Synthetic spectra to generate when no --source is given.")
+@click.option("--headless", is_flag=True,
+              help="No person: a simulated oracle labels each batch through the API (as the dashboard would) with "
+                   "the pool's true labels, until the stopping rule ends the experiment; then the performance table. "
+                   "Exit status 0 when it finished.")
+@click.option("--count", "-n", type=click.IntRange(min=10), default=None,
+              help="Synthetic spectra in the pool (default: the manifests' 3,000).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the synthetic pool (default 0).")
 @click.option("--source", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Ingest real FITS files from this folder instead of generating synthetic ones.")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: the CPUs available).")
+              help="A folder of real FITS files as the pool instead of synthetic spectra.")
+@click.option("--labels", default=None, metavar="CSV",
+              help="True labels of the pool (columns id or filename, and label) for --headless with --source "
+                   "(default: labels.csv in the --source folder).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Iterations at most (the experiment's stopping.maxIterations; default: the manifests' 5).")
+@click.option("--experiment", default=None, metavar="NAME",
+              help="Name of the experiment (default: demo-emission, with -headless for --headless).")
+@click.option("--manifests", type=click.Path(dir_okay=False), default=None,
+              help="The demo's manifests: one PreprocessingJob and one ActiveLearningExperiment "
+                   "(default: examples/demo.yaml).")
+@click.option("--api-port", type=click.IntRange(1, 65535), default=None,
+              help="Port of the API on 127.0.0.1 (default 8000, or a free one).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port of the dashboard on 127.0.0.1 (default 8050, or a free one).")
+@click.option("--dashboard/--no-dashboard", default=None,
+              help="Start the dashboard (default: yes, except with --headless).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="Give up (exit status 1) when the experiment has not finished after this long; run again to resume.")
 @pass_context
-def demo(ctx: Context, count: int, source: str | None, workers: int | None) -> None:
-    """Run ingestion end to end on this machine, with no cluster, MinIO or Redis.
+def demo(ctx: Context, headless: bool, count: int | None, seed: int | None, source: str | None, labels: str | None,
+         iterations: int | None, experiment: str | None, manifests: str | None, api_port: int | None,
+         port: int | None, dashboard: bool | None, timeout: float | None) -> None:
+    """The whole loop on this machine: no cluster, no MinIO, no Redis.
 
-    Generates a synthetic LAMOST-format archive (or uses --source), preprocesses it into the
-    dataset 'demo' in the local store, and prints what was stored and what was rejected.
-    A second run reuses what the first one made.
+    Starts the API (with the local runner) and the dashboard on localhost, applies the demo's
+    manifests through the API (a PreprocessingJob making a synthetic LAMOST-format pool with rare
+    emission-line and double-peak stars, and an ActiveLearningExperiment), follows them, and prints
+    the dashboard's address and the token to sign in with. You label each batch in the browser and
+    submit it; the next iteration trains on your labels. Everything lives in the store
+    (./oraculum-data by default): Ctrl-C stops, and the same command again resumes.
     """
-    from oraculum.datasets import Dataset
-    from oraculum.ingest import environment_worker_count, run_preprocess
-    from oraculum.preprocessing import PreprocessingParameters
-    from oraculum.store import open_store
+    from pathlib import Path
 
-    store = open_store(settings=ctx.settings)
-    if store.url.startswith("s3://"):
-        _fail("the demo runs on the embedded default: use a local folder as --store")
-    dataset_name = "demo"
-    if source is None:
-        from oraculum import synth as synthmod
+    from oraculum.demo import DemoOptions, run_demo
+    from oraculum.demo_manifests import DEFAULT_MANIFESTS
 
-        archive = f"archive/synthetic-{count}"
-        source = f"{store.url}/{archive}"
-        if not store.exists(f"{archive}/labels.csv"):
-            click.echo(f"generating {count} synthetic LAMOST-format spectra in {source} (synthetic data)")
-            update, close = _progress_bar(ctx.progress, "synth", unit="spectrum")
-            done = 0
-
-            def step(n: int) -> None:
-                nonlocal done
-                done += n
-                update(done, count)
-
-            try:
-                summary = synthmod.generate(store, archive, synthmod.SynthConfig(count=count), progress=step)
-            finally:
-                close()
-            click.echo("  labels: " + json.dumps(summary.counts))
-        else:
-            click.echo(f"reusing the synthetic archive in {source}")
-        dataset_name = f"demo-synthetic-{count}"
-    else:
-        dataset_name = "demo-" + "".join(c if c.isalnum() else "-" for c in source.lower()).strip("-")[-40:].strip("-")
-    click.echo(f"preprocessing {source} into dataset {dataset_name!r} in {store.url}")
-    update, close = _progress_bar(ctx.progress, f"preprocess {dataset_name}")
-    try:
-        report = run_preprocess(
-            source, dataset_name, PreprocessingParameters(), ctx.settings,
-            workers=workers or environment_worker_count(), progress=update,
-        )
-    finally:
-        close()
-    _print_report(report)
-    ds = Dataset.open(store, dataset_name)
-    first = next(ds.iter_batches(batch_size=5), None)
-    if first is not None and first.flux is not None:
-        click.echo("first spectra of the dataset (id, header class, flux range on the grid):")
-        for sid, cls, row in zip(first.ids, first.meta["header_class"], first.flux):
-            click.echo(f"  {sid}  {cls or '-'}  [{row.min():+.2f}, {row.max():+.2f}]")
-    click.echo(f"inspect it with: oraculum --store {store.url} dataset info {dataset_name} --rejected")
+    if ctx.settings.store.startswith("s3://"):
+        _fail("the demo runs on the embedded default: give --store a local folder, not an s3:// store")
+    if source is not None and (count is not None or seed is not None):
+        _fail("--source replaces the synthetic pool: give either --source or --count/--seed")
+    options = DemoOptions(
+        store=Path(ctx.settings.store), headless=headless, manifests=Path(manifests) if manifests else DEFAULT_MANIFESTS,
+        count=count, seed=seed, source=Path(source) if source else None, labels=labels, iterations=iterations,
+        experiment=experiment, api_port=api_port, port=port, dashboard=dashboard, timeout=timeout,
+    )
+    sys.exit(run_demo(options, echo=click.echo))
 
 
 def _experiment(manifest: str, name: str | None) -> tuple[str, Any]:
@@ -479,17 +560,27 @@ def iterate(ctx: Context, manifest: str, iteration: int, name: str | None) -> No
     """
     from oraculum.datasets import DatasetError
     from oraculum.experiments import ExperimentError
-    from oraculum.iteration import run_iteration
+    from oraculum.iteration import STAGE_UNITS, run_iteration
+    from oraculum.progress import ProgressReporter
     from oraculum.store import StoreError, open_store
 
     experiment, spec = _experiment(manifest, name)
     update, close = _progress_bar(ctx.progress, f"score {spec.dataset}", unit="spectrum")
-    try:
-        result = run_iteration(experiment, spec, iteration, open_store(settings=ctx.settings), ctx.settings, update)
-    except (ExperimentError, DatasetError, StoreError, ValueError) as error:
+    with ProgressReporter.from_env() as reporter:  # a Job's report to the API; a no-op by hand
+
+        def progress(stage: str, done: int | None, total: int | None) -> None:
+            reporter.update(done, total, stage=stage, unit=STAGE_UNITS.get(stage))
+            if stage == "score" and done is not None and total is not None:
+                update(done, total)
+
+        try:
+            result = run_iteration(experiment, spec, iteration, open_store(settings=ctx.settings), ctx.settings, progress)
+        except (ExperimentError, DatasetError, StoreError, ValueError) as error:
+            close()
+            _fail(str(error))
         close()
-        _fail(str(error))
-    close()
+        reporter.update(1, 1, stage="finished", message=f"iteration {iteration}: {result.counts['oracle_batch']} spectra "
+                        f"for the oracle, {result.counts['estimation']} for the estimate")
     if result.previous_metrics and result.previous_metrics.get("estimable"):
         click.echo(f"iteration {iteration - 1}: " + _precision_line(result.previous_metrics))
     counts = result.counts
@@ -640,6 +731,36 @@ def crds(out: str, check: bool) -> None:
 
 
 @main.command()
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=".", show_default=True,
+              help="The repository checkout (with crds/, benchmarks/results/ and docs/).")
+@click.option("--check", is_flag=True, help="Write nothing; fail if a generated page differs from what its source gives.")
+def docs(root: str, check: bool) -> None:
+    """Write the generated reference pages: docs/reference/manifests.md (from crds/),
+    docs/reference/openapi.json and api.md (from the API application) and docs/benchmarks.md
+    (from benchmarks/results/*.json)."""
+    from pathlib import Path
+
+    from oraculum.api.reference import api_pages
+    from oraculum.docs import REGENERATE, core_pages, stale_pages, write_pages
+
+    base = Path(root)
+    if not (base / "crds").is_dir():
+        _fail(f"{base.resolve()} has no crds/ folder: run this in the repository checkout or give --root")
+    pages = [*core_pages(base), *api_pages()]
+    if check:
+        stale = stale_pages(base, pages)
+        if stale:
+            _fail(f"out of date: {', '.join(stale)}; run `{REGENERATE}` in the repository checkout and commit the result")
+        click.echo(f"{len(pages)} generated pages are up to date")
+        return
+    changed = write_pages(base, pages)
+    for path in changed:
+        click.echo(f"wrote {path}")
+    if not changed:
+        click.echo(f"{len(pages)} generated pages were already up to date")
+
+
+@main.command()
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--max-parallel", "-j", type=click.IntRange(min=1), default=None,
               help="Subprocesses (pods) running at once (default: the CPUs available).")
@@ -705,6 +826,45 @@ def answer(ctx: Context, manifest: str, iteration: int, name: str | None, labels
     click.echo(f"iteration {iteration}: the simulated oracle labelled {summary.oracle} oracle and "
                f"{summary.estimation} estimation spectra ({summary.skipped} already labelled): "
                + json.dumps(summary.labels))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--to", "prefix", required=True, metavar="PREFIX",
+              help="Archive prefix in the store: files go to archive/PREFIX/<path relative to the folder given>.")
+@click.option("--api", "api_url", envvar="ORACULUM_API_URL", default=None, metavar="URL",
+              help="The API gateway, e.g. http://oraculum-api:8000. Env: ORACULUM_API_URL (default http://127.0.0.1:8000).")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="File holding an admin token. Default: env ORACULUM_TOKEN, else the file in ORACULUM_TOKEN_FILE.")
+@click.option("--chunk-size", type=click.IntRange(min=1024), default=None, metavar="BYTES",
+              help="Bytes per request (default and maximum: what the server allows, its body limit).")
+@click.option("--parallel", "-j", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Files sent at once (a tree of small files is bound by round trips, not bandwidth).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def upload(ctx: Context, paths: tuple[str, ...], prefix: str, api_url: str | None, token_file: str | None,
+           chunk_size: int | None, parallel: int, as_json: bool) -> None:
+    """Upload files and folders (recursively) through the API into archive/PREFIX/ of the store.
+
+    Each file is hashed (SHA-256) and sent in chunks, each checked on arrival; the server verifies
+    the whole file before it stores it atomically. Files whose content is already under the
+    prefix are reported as duplicates and not sent. Run the same command again after an
+    interruption: only the missing bytes are sent. Exit status 1 if a file failed.
+    """
+    from oraculum.client import Client, ClientError
+
+    try:
+        client = Client(api_url, token_file=token_file)
+    except ValueError as error:
+        _fail(str(error))
+    with client:
+        try:
+            report = client.upload(list(paths), prefix, progress=ctx.progress, chunk_size=chunk_size, parallel=parallel)
+        except ClientError as error:
+            _fail(f"upload stopped: {error} (run the same command again to continue)")
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.summary())
+    if not report.ok:
+        sys.exit(1)
 
 
 @main.command("operator")

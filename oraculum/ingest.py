@@ -70,6 +70,11 @@ class Source:
         ]
         return sorted(files, key=lambda info: info.key)
 
+    def prepare(self, ranges: list[tuple[int, int]], progress: Callable[[int, int], None] | None = None) -> object:
+        """Make the files of these slices of :meth:`list` readable before they are processed:
+        nothing to do for a store; a fetching source (:mod:`oraculum.vo`) downloads them."""
+        return None
+
 
 #: ``synthetic:COUNT[?seed=S]``: a source of synthetic spectra (see :func:`synthetic_source`).
 SYNTHETIC_SCHEME = "synthetic:"
@@ -123,6 +128,11 @@ def open_source(spec: str, patterns: tuple[str, ...] | None = None, settings: Se
     ``synthetic:COUNT?seed=S`` (synthetic spectra made in the store on first use)."""
     if spec.startswith(SYNTHETIC_SCHEME):
         return synthetic_source(spec, settings)
+    from oraculum.vo.sources import open_vo_source  # votable:, urls:, index:, http(s)://
+
+    fetching = open_vo_source(spec, settings)
+    if fetching is not None:
+        return fetching
     patterns = tuple(patterns) if patterns else DEFAULT_PATTERNS
     if spec.startswith("s3://"):
         return Source(open_store(spec, settings), patterns, spec)
@@ -144,6 +154,11 @@ def archive_store(source_url: str, settings: Settings | None = None) -> ObjectSt
         return open_store(f"{base.url.rstrip('/')}/{synthetic_prefix(count, seed)}", settings)
     if source_url.startswith("s3://"):
         return open_store(source_url, settings)
+    from oraculum.vo.sources import vo_archive_store
+
+    fetched = vo_archive_store(source_url, settings)
+    if fetched is not None:
+        return fetched
     path = Path(source_url.removeprefix("file://")).expanduser()
     return LocalStore(path.parent if path.is_file() else path)
 
@@ -257,6 +272,8 @@ def process_shard(
     for key, data in _read_ahead(source, [info.key for info in files[start:stop]]):
         sid = spectrum_id(key)
         try:
+            if isinstance(data, SpectrumRejected):  # a fetching source knows why a file is missing
+                raise data
             if isinstance(data, Exception):
                 raise SpectrumRejected(RejectReason.UNREADABLE, f"cannot read from {source.url}: {data}")
             spectrum = read_spectrum(data, key, grid=params.grid)
@@ -400,11 +417,14 @@ def run_preprocess(
     shards: int | None = None,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    fetch_progress: Callable[[int, int], None] | None = None,
 ) -> PreprocessReport:
     """Preprocess ``source_spec`` into dataset ``dataset`` of the store ``store_url``.
 
     With ``shard`` given, only that shard runs (a pod of an Indexed Job); otherwise every shard
     runs, on ``workers`` processes. ``progress(done, total)`` is called as files are processed.
+    A source that fetches (``votable:``, ``urls:``, ``index:``) first downloads the files of the
+    wanted shards, calling ``fetch_progress(done, total)``.
     """
     import multiprocessing
 
@@ -418,6 +438,7 @@ def run_preprocess(
     wanted = [shard] if shard is not None else list(range(shards))
     for number in wanted:
         shard_bounds(len(files), number, shards)  # validates early, with a clear message
+    source.prepare([shard_bounds(len(files), n, shards) for n in wanted], fetch_progress)
     total = sum(b - a for a, b in (shard_bounds(len(files), n, shards) for n in wanted))
     done = 0
 

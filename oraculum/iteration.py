@@ -74,7 +74,13 @@ DIVERSITY_OVERSAMPLE = 10
 #: Hard cap of the seed handed to training (TrainingConfig's bound).
 _MAX_SEED = 2**31 - 2
 
-Progress = Callable[[int, int], None]
+#: ``progress(stage, done, total)``: called as each stage starts (``done``/``total`` None) and as
+#: countable stages advance: ``train`` (epochs), ``score`` (pool spectra). The stages are the keys
+#: of ``run.json``'s ``durations_s`` (evaluate_previous, open_dataset, labelled_set, train,
+#: save_model, score, select, upload, map).
+Progress = Callable[[str, int | None, int | None], None]
+#: What the counts of a countable stage count.
+STAGE_UNITS = {"train": "epochs", "score": "spectra"}
 
 
 def iteration_seed(spec: ExperimentSpec, k: int) -> int:
@@ -401,11 +407,16 @@ class IterationResult:
 
 
 class _Timer:
-    def __init__(self) -> None:
+    """Times the stages of an iteration, and announces each one as it starts."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
         self.durations: dict[str, float] = {}
+        self.progress = progress
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        if self.progress:
+            self.progress(name, None, None)
         started = time.perf_counter()
         try:
             yield
@@ -498,10 +509,13 @@ def run_iteration(
     *,
     evaluate_previous: bool = True,
 ) -> IterationResult:
-    """Run iteration ``k`` of the experiment (see the module docstring) and return what it did."""
+    """Run iteration ``k`` of the experiment (see the module docstring) and return what it did.
+
+    ``progress`` hears of each stage and of the epochs and scored spectra (see :data:`Progress`).
+    """
     if k < 0:
         raise ExperimentError(f"iteration must be non-negative, got {k}")
-    timer = _Timer()
+    timer = _Timer(progress)
     started = datetime.now(timezone.utc)
     notes: list[str] = []
     previous = None
@@ -530,7 +544,7 @@ def run_iteration(
         if k > 0:
             notes.append("no usable label yet (all unsure or none given): cold start again with a random batch")
         return _cold_start(**common, unlabelled=unlabelled)
-    return _warm(**common, unlabelled=unlabelled, settings=settings, progress=progress)
+    return _warm(**common, unlabelled=unlabelled, settings=settings)
 
 
 def _batch_document(
@@ -629,7 +643,7 @@ def _write_batch_and_map(
     return keys
 
 
-def _train(spec: ExperimentSpec, seed: int, pool: Dataset, labelled: LabelledSet) -> Any:
+def _train(spec: ExperimentSpec, seed: int, pool: Dataset, labelled: LabelledSet, progress: Progress | None) -> Any:
     from oraculum.model import TrainingConfig, train
 
     parts_x, parts_y = [], []
@@ -644,13 +658,17 @@ def _train(spec: ExperimentSpec, seed: int, pool: Dataset, labelled: LabelledSet
         learning_rate=spec.model.learning_rate, patience=spec.model.patience,
         class_weight=spec.model.class_weight, seed=seed,
     )
-    return train(np.concatenate(parts_x), np.concatenate(parts_y), spec.class_names, config)
+    def on_epoch(done: int, total: int) -> None:
+        if progress:
+            progress("train", done, total)
+
+    return train(np.concatenate(parts_x), np.concatenate(parts_y), spec.class_names, config, on_epoch=on_epoch)
 
 
 def _warm(
     experiment: str, k: int, spec: ExperimentSpec, store: ObjectStore, pool: Dataset, labelled: LabelledSet, seed: int,
     timer: _Timer, started: datetime, notes: list[str], previous: dict[str, Any] | None, unlabelled: int,
-    settings: Settings | None, progress: Progress | None,
+    settings: Settings | None,
 ) -> IterationResult:
     from oraculum.model import save_model
     from oraculum.scores import ScoreWriter, prob_column
@@ -666,7 +684,7 @@ def _warm(
     with tempfile.TemporaryDirectory(prefix="oraculum-iteration-") as tmp_dir:
         tmp = Path(tmp_dir)
         with timer.step("train"):
-            trained = _train(spec, seed, pool, labelled)
+            trained = _train(spec, seed, pool, labelled, timer.progress)
         with timer.step("save_model"):
             save_model(trained, tmp / "model.keras")
             keys["model"] = iteration_key(experiment, k, "model")
@@ -697,8 +715,8 @@ def _warm(
                 writer.write(scored, {"uncertainty": uncertainty.astype(np.float32)})
                 candidates.write(_candidate_rows(batch, scored.probs, scored.predicted, targets, classes, labelled.known))
                 done += len(batch)
-                if progress:
-                    progress(done, len(pool))
+                if timer.progress:
+                    timer.progress("score", done, len(pool))
         candidates.close()
         with timer.step("select"):
             chosen: list[BatchItem] = selector.result()

@@ -16,7 +16,11 @@ What every Job gets, and why:
   ``activeDeadlineSeconds`` so a hung pod cannot hold a GPU forever;
 * object-store settings only by reference: ``envFrom`` a ConfigMap (endpoint, bucket) and a
   Secret (credentials), never a value in the manifest;
-* a non-root, read-only-root-filesystem security context, with ``/tmp`` as an emptyDir.
+* a non-root, read-only-root-filesystem security context, with ``/tmp`` as an emptyDir;
+* when the installation has an API to report to (``api_url``), the variables of
+  :mod:`oraculum.progress`: the API's URL, the resource and Job it reports for, and a worker token
+  by ``secretKeyRef`` (``optional``: in a namespace without that Secret the Job simply does not
+  report, it never fails to start).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oraculum import __version__
 from oraculum.manifests import API_VERSION, ExperimentSpec, PreprocessingJobSpec, ResourcesSpec
+from oraculum.progress import ENV_API_URL, ENV_JOB, ENV_KIND, ENV_NAME, ENV_TOKEN
 
 __all__ = [
     "CONTAINER",
@@ -51,6 +56,7 @@ __all__ = [
     "owner_reference",
     "preprocess_job",
     "preprocess_job_name",
+    "progress_env",
 ]
 
 #: Labels on every child object; the operator finds its Jobs with these selectors.
@@ -103,6 +109,16 @@ class JobConfig(BaseSettings):
         description="Node labels added to pods that request GPUs (JSON in the environment); the resource's own "
         "node_selector wins on the same key.",
     )
+    api_url: str | None = Field(
+        None,
+        description="The API gateway as Job pods reach it, e.g. http://oraculum-api.oraculum.svc:8000; running "
+        "Jobs report their progress there (oraculum.progress). Unset: Jobs do not report.",
+    )
+    progress_secret: str | None = Field(
+        None, description="Secret in the Job's namespace whose key progress_secret_key is a worker token for "
+        "progress reports (optional in the pod: without it a Job does not report).",
+    )
+    progress_secret_key: str = Field("token", description="Key of the worker token in progress_secret.")
     gpu_tolerations: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Tolerations added to pods that request GPUs (JSON in the environment), e.g. for the "
@@ -172,6 +188,26 @@ def merge_pod_template(base: dict[str, Any], override: dict[str, Any]) -> dict[s
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def progress_env(config: JobConfig, kind: str, name: str, job: str) -> list[dict[str, Any]]:
+    """The variables a pod reports its progress with (:mod:`oraculum.progress`); none without an API.
+
+    ``job`` may refer to earlier variables as ``$(VAR)`` (the kubelet expands it), e.g. the
+    completion index of an Indexed Job's pod, so each shard reports on its own line.
+    """
+    if not config.api_url:
+        return []
+    env: list[dict[str, Any]] = [
+        {"name": ENV_API_URL, "value": config.api_url},
+        {"name": ENV_KIND, "value": kind},
+        {"name": ENV_NAME, "value": name},
+        {"name": ENV_JOB, "value": job},
+    ]
+    if config.progress_secret:
+        env.append({"name": ENV_TOKEN, "valueFrom": {"secretKeyRef": {
+            "name": config.progress_secret, "key": config.progress_secret_key, "optional": True}}})
+    return env
 
 
 def _labels(owner_label: str, owner: str, purpose: str, iteration: int | None) -> dict[str, str]:
@@ -326,7 +362,8 @@ def experiment_job(
         deadline = config.step_deadline_seconds
     volumes = [{"name": "manifest", "configMap": {"name": experiment_job_name(experiment, "iterate", iteration)}}]
     mounts = [{"name": "manifest", "mountPath": MANIFEST_MOUNT, "readOnly": True}]
-    template = _pod_template(config, resources, args, labels, [], volumes, mounts)
+    env = progress_env(config, "ActiveLearningExperiment", experiment, name)
+    template = _pod_template(config, resources, args, labels, env, volumes, mounts)
     owner = owner_reference("ActiveLearningExperiment", experiment, uid)
     return _job(name, namespace, labels, owner, template, config, deadline)
 
@@ -345,7 +382,7 @@ def preprocess_job(
     labels = _labels(LABEL_PPJ, ppj, "preprocess", None)
     grid = spec.grid
     args = [
-        "preprocess", spec.source.location(), "--dataset", spec.dataset,
+        "preprocess", spec.source.location(spec.grid), "--dataset", spec.dataset,
         "--shard", f"$(JOB_COMPLETION_INDEX)/{spec.shards}",
         "--start", repr(grid.start), "--end", repr(grid.end), "--points", str(grid.points),
         "--spacing", grid.spacing, "--medium", grid.medium,
@@ -360,7 +397,8 @@ def preprocess_job(
         "name": "JOB_COMPLETION_INDEX",
         "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}},
     }]
-    template = _pod_template(config, spec.resources, args, labels, index_env, [], [])
+    env = index_env + progress_env(config, "PreprocessingJob", ppj, f"{name}-$(JOB_COMPLETION_INDEX)")
+    template = _pod_template(config, spec.resources, args, labels, env, [], [])
     owner = owner_reference("PreprocessingJob", ppj, uid)
     extra = {
         "completionMode": "Indexed",

@@ -10,7 +10,7 @@ manifest is. Everything here is plain data: no Kubernetes client import.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,13 +50,91 @@ class SyntheticSourceSpec(SpecModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed: the same seed gives the same files.")
 
 
+class _DocumentSpec(SpecModel):
+    """A document oraculum reads first (a VOTable, a URL list): over HTTP, or from the store."""
+
+    #: The field name in SourceSpec, for messages.
+    field_name: ClassVar[str] = "document"
+
+    url: str | None = Field(
+        None, pattern=r"^https?://", min_length=8,
+        description="Where to GET it, e.g. an SSAP query URL (...?REQUEST=queryData&POS=...) for a VOTable.",
+    )
+    key: str | None = Field(
+        None, min_length=1, pattern=r"^[^/]",
+        description="Object-store key of an uploaded copy (e.g. a VOTable saved from TOPCAT).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "_DocumentSpec":
+        if (self.url is None) == (self.key is None):
+            raise ValueError(f"give exactly one of {self.field_name}.url (fetched over HTTP) and "
+                             f"{self.field_name}.key (in the store)")
+        return self
+
+    def location(self) -> str:
+        """The LOCATION of a ``votable:``/``urls:`` source string."""
+        return self.url if self.url is not None else f"store:{self.key}"
+
+
+def _url_or_key_rule(name: str) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.url) != has(self.key)", "message": f"give exactly one of {name}.url and {name}.key"}]})
+
+
+class VOTableSourceSpec(_DocumentSpec):
+    """A VOTable whose rows point at spectra: an SSAP/TAP query URL, or a table in the store.
+
+    The access-reference column is found by UCD meta.ref.url, utype ssa:Access.Reference or name
+    access_url/accref. When the table declares a DataLink service, each row is resolved through it.
+    """
+
+    model_config = _url_or_key_rule("votable")
+    field_name: ClassVar[str] = "votable"
+
+    datalink: Literal["auto", "this", "cutout", "none"] = Field(
+        "auto",
+        description="auto: through the table's DataLink service when it declares one, taking a SODA cutout "
+        "around the grid when offered, else #this; this: always the #this product; cutout: require a SODA "
+        "cutout; none: ignore DataLink, download the access references.",
+    )
+    cutout_margin: float = Field(
+        50.0, ge=0, le=5000,
+        description="Å added on both sides of the grid for SODA cutouts (covers air/vacuum and blur wings).",
+    )
+
+
+class UrlListSourceSpec(_DocumentSpec):
+    """A text file with one spectrum URL per line (# starts a comment)."""
+
+    model_config = _url_or_key_rule("urls")
+    field_name: ClassVar[str] = "urls"
+
+
+class FetchSpec(SpecModel):
+    """How files are downloaded for votable, urls and httpIndex sources (per pod)."""
+
+    concurrency: int = Field(8, ge=1, le=256, description="Downloads at once per pod.")
+    retries: int = Field(
+        4, ge=0, le=20,
+        description="Extra attempts after a 5xx answer, timeout or dropped connection (exponential backoff); "
+        "other 4xx answers are final.",
+    )
+    timeout_seconds: float = Field(60.0, ge=1, le=3600, description="Connect/read timeout per request, seconds.")
+
+
+_SOURCES = ("url", "synthetic", "votable", "urls", "httpIndex")
+
+
 class SourceSpec(SpecModel):
-    """Where the raw files are: an archive folder or bucket (url), or synthetic spectra."""
+    """Where the raw files are: an archive folder or bucket (url), synthetic spectra, or files
+    fetched over HTTP first (votable, urls, httpIndex) into archive/vo/ in the store."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "has(self.url) != has(self.synthetic)", "message": "give exactly one of url and synthetic"}
+                {"rule": " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in _SOURCES) + " == 1",
+                 "message": "give exactly one of url, synthetic, votable, urls and httpIndex"}
             ]
         }
     )
@@ -69,9 +147,20 @@ class SourceSpec(SpecModel):
     synthetic: SyntheticSourceSpec | None = Field(
         None, description="Generate synthetic LAMOST-format spectra instead of reading an archive."
     )
+    votable: VOTableSourceSpec | None = Field(
+        None, description="Download the spectra a VOTable points at (SSAP/TAP answer, TOPCAT table, DataLink)."
+    )
+    urls: UrlListSourceSpec | None = Field(None, description="Download the spectra of a URL list.")
+    http_index: str | None = Field(
+        None, pattern=r"^https?://", min_length=8,
+        description="Download every file matching patterns below this HTML index page, recursively.",
+    )
+    fetch: FetchSpec | None = Field(
+        None, description="Download concurrency, retries and timeout (votable, urls, httpIndex only)."
+    )
     patterns: list[str] = Field(
         default_factory=lambda: ["*.fits", "*.fit", "*.fts", "*.fits.gz", "*.fit.gz", "*.fts.gz"],
-        description="File name patterns to include (shell globs on the file name).",
+        description="File name patterns to include (shell globs on the file name; for httpIndex, the links followed).",
     )
     format: Literal["auto"] = Field(
         "auto", description="File format; detected per file (LAMOST LRS/MRS, Ondřejov CCD700, generic)."
@@ -79,16 +168,37 @@ class SourceSpec(SpecModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SourceSpec":
-        if (self.url is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of source.url (an archive) and source.synthetic (generated spectra)")
+        given = [self.url, self.synthetic, self.votable, self.urls, self.http_index]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "give exactly one of source.url (an archive), source.synthetic (generated spectra), "
+                "source.votable, source.urls or source.httpIndex (fetched over HTTP first)"
+            )
+        if self.fetch is not None and (self.url is not None or self.synthetic is not None):
+            raise ValueError("source.fetch applies to votable, urls and httpIndex sources only")
         return self
 
-    def location(self) -> str:
-        """The SOURCE argument of ``oraculum preprocess``: the url, or ``synthetic:COUNT?seed=S``."""
+    def location(self, grid: "GridSpec | None" = None) -> str:
+        """The SOURCE argument of ``oraculum preprocess``: the url, ``synthetic:COUNT?seed=S``, or a
+        ``votable:``/``urls:``/``index:`` string (see :mod:`oraculum.vo.sources`) that carries the
+        fetch settings and, for SODA cutouts, the band of ``grid`` plus the margin."""
         if self.synthetic is not None:
             return f"synthetic:{self.synthetic.count}?seed={self.synthetic.seed}"
-        assert self.url is not None
-        return self.url
+        if self.url is not None:
+            return self.url
+        from oraculum.vo.spec import fetch_spec_string
+
+        fetch = self.fetch or FetchSpec()
+        if self.votable is not None:
+            return fetch_spec_string(
+                "votable", self.votable.location(), fetch.concurrency, fetch.retries, fetch.timeout_seconds,
+                datalink=self.votable.datalink, grid=grid, margin_A=self.votable.cutout_margin,
+            )
+        if self.urls is not None:
+            return fetch_spec_string("urls", self.urls.location(), fetch.concurrency, fetch.retries, fetch.timeout_seconds)
+        assert self.http_index is not None
+        return fetch_spec_string("index", self.http_index, fetch.concurrency, fetch.retries, fetch.timeout_seconds,
+                                 patterns=tuple(self.patterns))
 
 
 class GridSpec(SpecModel):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -356,13 +356,23 @@ def _enable_determinism(seed: int) -> bool:
         return False
 
 
+def _epoch_callback(keras: Any, on_epoch: Callable[[int, int], None] | None, epochs: int) -> list[Any]:
+    if on_epoch is None:
+        return []
+    return [keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, epochs))]
+
+
 def train(
     x: np.ndarray,
     y: Sequence[Any] | np.ndarray,
     classes: Sequence[str],
     config: TrainingConfig | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainedModel:
     """Train a fresh network on flux ``x`` (n x points, float32) with labels ``y``.
+
+    ``on_epoch(epochs_done, epochs)`` is called after each epoch (progress reports; early
+    stopping may end training before ``epochs``).
 
     Deterministic for a given seed on the same machine and library versions: weights, dropout,
     split and shuffling are all seeded and TensorFlow's deterministic-ops mode is switched on
@@ -420,7 +430,7 @@ def train(
         batch_size=config.batch_size,
         epochs=config.epochs,
         validation_data=validation,
-        callbacks=[stopper],
+        callbacks=[stopper, *_epoch_callback(keras, on_epoch, config.epochs)],
         shuffle=True,
         verbose=0,
     )

@@ -6,8 +6,13 @@ command (``oraculum iterate ...``, ``oraculum preprocess --shard $(JOB_COMPLETIO
 a subprocess of this Python, with the local store in ``ORACULUM_STORE``, the iteration's manifest
 ConfigMap written to a folder and mounted by path substitution, pod retries up to
 ``backoffLimit`` (per index for Indexed Jobs), the pod failure policy's fail-fast exit code,
-``parallelism`` and ``activeDeadlineSeconds``. Nothing else is simulated: the store, the CLI
-verbs and the state machine are the real ones.
+``parallelism`` and ``activeDeadlineSeconds``, ``$(VAR)`` in variables and ``secretKeyRef`` from
+the Secrets it was given. Nothing else is simulated: the store, the CLI verbs and the state
+machine are the real ones.
+
+Inside the API gateway (``oraculum serve api --run-jobs``) the runner is given the API's URL and a
+worker token, and its Jobs report their progress to that API exactly as pods do on a cluster
+(:mod:`oraculum.progress`): the Job dicts carry the same variables and the token's ``secretKeyRef``.
 
 Status is kept in the store under ``local/<plural>/<name>/status.json`` with the manifest's hash,
 so running the same manifest again resumes where it stopped (a Job that was running when the
@@ -49,6 +54,8 @@ from oraculum.store import KeyNotFound, LocalStore, ObjectStore
 __all__ = ["LocalJobs", "LocalRunner", "RunResult"]
 
 Echo = Callable[[str], None]
+#: The Secret the runner's Job dicts refer to for the worker token (it exists only in this process).
+LOCAL_PROGRESS_SECRET = "oraculum-local-progress"
 _VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -116,8 +123,10 @@ class _LocalJob:
 class LocalJobs:
     """The Job controller and kubelet of ``oraculum run``: Job dicts in, subprocesses out."""
 
-    def __init__(self, settings: Settings, log_dir: Path, max_parallel: int | None = None) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, max_parallel: int | None = None,
+                 secrets: dict[str, dict[str, str]] | None = None) -> None:
         self.settings = settings
+        self.secrets = secrets or {}  # Secret name -> data, for the pods' secretKeyRef
         self.log_dir = log_dir
         self.max_parallel = max_parallel or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self.jobs: dict[str, _LocalJob] = {}
@@ -258,8 +267,17 @@ class LocalJobs:
             if value:
                 env[f"ORACULUM_{name.upper()}"] = str(value)
         for item in container.get("env", []):
-            if "value" in item and item["name"] not in POD_ONLY_ENV:
-                env[item["name"]] = str(item["value"])
+            if item["name"] in POD_ONLY_ENV:
+                continue
+            if "value" in item:  # like the kubelet: $(VAR) of the variables defined so far
+                env[item["name"]] = _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(0)), str(item["value"]))
+            elif "secretKeyRef" in item.get("valueFrom", {}):
+                ref = item["valueFrom"]["secretKeyRef"]
+                value = self.secrets.get(ref.get("name", ""), {}).get(ref.get("key", ""))
+                if value is not None:
+                    env[item["name"]] = value
+                else:  # an optional reference is left unset, as a pod would; never inherit this machine's
+                    env.pop(item["name"], None)
 
         def local(arg: str) -> str:
             arg = _VARIABLE.sub(lambda m: env.get(m.group(1), m.group(0)), arg)
@@ -343,7 +361,9 @@ class LocalRunner:
     """Reconcile manifests until every one has Succeeded or Failed (or waits for a person)."""
 
     def __init__(self, store: ObjectStore, settings: Settings, echo: Echo = print, max_parallel: int | None = None,
-                 poll_seconds: float = 0.5, config: JobConfig | None = None) -> None:
+                 poll_seconds: float = 0.5, config: JobConfig | None = None, progress_token: str | None = None) -> None:
+        """``progress_token`` (a worker token of the API at ``settings.api_url``): the Jobs report
+        their progress there, through the same variables and Secret reference as on a cluster."""
         if not isinstance(store, LocalStore):
             raise ValueError(f"oraculum run uses a local folder as the store, not {store.url}: set --store to a folder")
         self.store = store
@@ -351,7 +371,12 @@ class LocalRunner:
         self.echo = echo
         self.poll = poll_seconds
         self.config = config or JobConfig()
-        self.jobs = LocalJobs(self.settings, Path(store.url) / "local" / "logs", max_parallel)
+        secrets: dict[str, dict[str, str]] = {}
+        if progress_token and settings.api_url:
+            self.config = self.config.model_copy(update={
+                "api_url": settings.api_url, "progress_secret": LOCAL_PROGRESS_SECRET, "progress_secret_key": "token"})
+            secrets[LOCAL_PROGRESS_SECRET] = {"token": progress_token}
+        self.jobs = LocalJobs(self.settings, Path(store.url) / "local" / "logs", max_parallel, secrets)
         self.registry = LocalRegistry(store)
 
     def _load(self, manifest: Manifest, register: str | None = "oraculum-run") -> _Resource:

@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     api_lock_seconds: float = Field(
         120.0, gt=0, le=86_400, description="How long an oracle's claim on a batch item lasts unless renewed."
     )
+    api_url: str | None = Field(
+        None,
+        description="The API gateway as Jobs reach it, e.g. http://oraculum-api.oraculum.svc:8000: running Jobs "
+        "report their progress there. `serve api --run-jobs` sets it to its own address; the operator uses "
+        "it when ORACULUM_JOB_API_URL is unset.",
+    )
+    api_share_secret: str | None = Field(
+        None, min_length=32,
+        description="Key of the signed, expiring links the API hands out for SAMP tools (SPLAT, TOPCAT fetch "
+        "them without a token). Set the same value on every API replica; unset: a random key per process "
+        "(links then work only against the process that signed them).",
+    )
+    api_share_seconds: int = Field(
+        900, ge=10, le=7 * 86_400, description="How long a signed link is valid unless the caller asks for less."
+    )
     archive_url_template: str = Field(
         "https://www.lamost.org/dr7/v2.0/spectrum/view?obsid={obsid}",
         description="Archive page of a spectrum, from its obsid (the LAMOST archive by default).",

@@ -28,6 +28,8 @@ class RejectReason(str, enum.Enum):
     FLAT_FLUX = "flat-flux"
     EMPTY_FLUX = "empty-flux"
     DUPLICATE_ID = "duplicate-id"
+    DOWNLOAD_FAILED = "download-failed"  # a fetched source (oraculum.vo): the URL, status and reason
+    DUPLICATE_CONTENT = "duplicate-content"  # a fetched file with the same sha256 as another, kept once
 
 
 class SpectrumRejected(Exception):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from api_fixtures import NAMES, ROOT, TOKEN_LIST, TOKENS, ApiProcess, free_port, wait_port
 
 PREFIX = "/oraculum"
@@ -39,6 +40,17 @@ def find_chromium() -> tuple[str | None, str | None, str]:
         why = ("headless Chromium is not installed (Debian packages chromium and chromium-driver: run "
                "scripts/test-services, which `make test` does)")
     return browser, driver, why
+
+
+def site_root(world: Path, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder for one browser test module, with a pristine copy of the world in ``store/``;
+    skips the module (saying why) when Chromium is not installed."""
+    _, _, why = find_chromium()
+    if why:
+        pytest.skip(why)
+    root = tmp_path_factory.mktemp(name)
+    shutil.copytree(world, root / "store")
+    return root
 
 
 def start_api(store: Path, log: Path, run_jobs: bool = True, **env: str) -> ApiProcess:
@@ -64,10 +76,11 @@ def restart_api(api: ApiProcess) -> ApiProcess:
 class DashboardProcess:
     """`oraculum serve dashboard` (gunicorn) as a subprocess."""
 
-    def __init__(self, api_url: str, log: Path, prefix: str = PREFIX) -> None:
+    def __init__(self, api_url: str, log: Path, prefix: str = PREFIX, env: dict[str, str] | None = None) -> None:
         self.api_url = api_url
         self.log = log
         self.prefix = prefix
+        self.env = dict(env or {})  # more ORACULUM_DASHBOARD_* settings
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -80,7 +93,8 @@ class DashboardProcess:
         # the page degrade as it does offline
         env = {**os.environ, "ORACULUM_API_URL": self.api_url, "ORACULUM_ROOT_PATH": self.prefix,
                "ORACULUM_DASHBOARD_EVENTS_SECONDS": "120",
-               "ORACULUM_DASHBOARD_SKY_URL": f"http://127.0.0.1:{free_port()}/aladin/?target={{ra}}%20{{dec}}"}
+               "ORACULUM_DASHBOARD_SKY_URL": f"http://127.0.0.1:{free_port()}/aladin/?target={{ra}}%20{{dec}}",
+               **self.env}
         env.pop("ORACULUM_DASHBOARD_TOKEN", None)
         handle = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(

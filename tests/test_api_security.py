@@ -68,6 +68,30 @@ MATRIX: list[tuple[str, str, Any, str]] = [
     ("GET", f"{D}/spectra/3", None, "viewer"),
     ("GET", f"{D}/spectra/3/flux", None, "viewer"),
     ("GET", f"{D}/spectra/3/raw?max_points=100", None, "viewer"),
+    # signed links for SAMP tools (api/routers/share.py): a viewer asks; the link itself needs its signature
+    ("GET", f"{D}/spectra/3/share", None, "viewer"),
+    ("GET", f"{I1}/candidates/share", None, "viewer"),
+    ("GET", f"{V1}/shared/spectra/pool/3/preprocessed.fits", None, "signed"),
+    ("GET", f"{V1}/shared/experiments/{EXPERIMENT}/iterations/1/candidates.vot", None, "signed"),
+    ("POST", f"{V1}/uploads", {"prefix": "matrix", "path": "a.fits", "size": 1, "sha256": "0" * 64}, "admin"),
+    ("GET", f"{V1}/uploads", None, "admin"),
+    ("GET", f"{V1}/uploads/{'0' * 32}", None, "admin"),
+    ("PUT", f"{V1}/uploads/{'0' * 32}/chunks?offset=0", None, "admin"),
+    ("POST", f"{V1}/uploads/{'0' * 32}/complete", None, "admin"),
+    ("DELETE", f"{V1}/uploads/{'0' * 32}", None, "admin"),
+    # the UWS facade (docs/uws.md): both job lists, and every route of a job of each
+    ("GET", f"{V1}/uws/preprocessing", None, "viewer"),
+    ("POST", f"{V1}/uws/preprocessing", None, "admin"),
+    ("GET", f"{V1}/uws/iterations", None, "viewer"),
+    ("POST", f"{V1}/uws/iterations", None, "admin"),
+    *[(method, f"{V1}/uws/{job}{sub}", None, role) for job in ("preprocessing/ghost", f"iterations/{EXPERIMENT}/1")
+      for method, sub, role in (("GET", "", "viewer"), ("POST", "", "admin"), ("DELETE", "", "admin"),
+                                ("GET", "/phase", "viewer"), ("POST", "/phase", "admin"),
+                                ("GET", "/executionduration", "viewer"), ("POST", "/executionduration", "admin"),
+                                ("GET", "/destruction", "viewer"), ("POST", "/destruction", "admin"),
+                                ("GET", "/error", "viewer"), ("GET", "/quote", "viewer"), ("GET", "/parameters", "viewer"),
+                                ("GET", "/results", "viewer"), ("GET", "/results/batch", "viewer"),
+                                ("GET", "/owner", "viewer"))],
 ]
 ROLE_OF = {"viewer": "viewer", "oracle": "oracle", "admin": "admin", "worker": "worker"}
 ALLOWED = {
@@ -107,7 +131,9 @@ def test_the_matrix_covers_every_route(client: TestClient) -> None:
 def test_role_matrix(client: TestClient, method: str, path: str, body: Any, needed: str, who: str | None) -> None:
     headers = auth(who) if who else {}
     response = client.request(method, path, json=body, headers=headers)
-    if who is None:
+    if needed == "signed":  # no token opens a signed link's route without its signature, not even admin's
+        assert response.status_code == 403 and "signed link" in response.json()["detail"], response.text
+    elif who is None:
         assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Bearer")
     elif ROLE_OF[who] in ALLOWED[needed]:
         assert response.status_code not in (401, 403), response.text
@@ -138,6 +164,8 @@ TRAVERSAL = [
     f"{V1}/datasets/..", f"{V1}/datasets/..%2f..%2fetc%2fpasswd", f"{V1}/datasets/pool/spectra/-1",
     f"{V1}/datasets/pool/spectra/..%2f1/raw", f"{V1}/datasets/%2fetc/spectra/1/raw", f"{V1}/datasets/pool/spectra/1.5/flux",
     f"{V1}/datasets/pool/spectra/99999999999999999999/flux", f"{I1}/labels/..%2f..",
+    f"{V1}/uploads/..%2f..%2fetc", f"{V1}/uploads/{'0' * 31}%2f", f"{V1}/uploads?prefix=..%2f..%2fetc",
+    f"{V1}/uploads?prefix=%2fetc",
 ]
 
 

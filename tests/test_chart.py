@@ -397,6 +397,57 @@ def test_job_settings_reach_real_worker_jobs(rendered: dict[str, list[dict[str, 
                        for d in by_kind(docs, "Secret"))
 
 
+@pytest.mark.parametrize("case", ["default-values.yaml", "namespaced-values.yaml"])
+def test_jobs_report_progress_to_the_api_with_a_worker_token_it_accepts(rendered: dict[str, list[dict[str, Any]]],
+                                                                        case: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from oraculum.api.auth import allows, parse_token_file
+    from oraculum.jobs import JobConfig, preprocess_job
+    from oraculum.manifests import PreprocessingJobSpec
+
+    docs = rendered[case]
+    env = operator_env(docs)
+    dashboard = {e["name"]: e.get("value") for e in pod_spec(one(docs, "Deployment", "-dashboard"))["containers"][0]["env"]}
+    assert env["ORACULUM_JOB_API_URL"] == dashboard["ORACULUM_API_URL"] == "http://oraculum-api.oraculum.svc:8000"
+    api_namespace = (yaml.safe_load((CHART / "ci" / case).read_text()) or {}).get("api", {}).get("namespace") or NAMESPACE
+    # the Jobs' Secret lives where the API's resources (and so their Jobs) are, once
+    (copy,) = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == env["ORACULUM_JOB_PROGRESS_SECRET"]]
+    assert copy["metadata"]["namespace"] == api_namespace
+    token = secret_data(copy)[env["ORACULUM_JOB_PROGRESS_SECRET_KEY"]]
+    # ... and the API accepts that token with the role worker (its real token-file parser)
+    entries = parse_token_file(secret_data(one(docs, "Secret", "-api-tokens"))["tokens.yaml"], "tokens.yaml")
+    (entry,) = [e for e in entries if e.token == token]
+    assert entry.role == "worker" and allows(entry.role, "worker") and not allows(entry.role, "viewer")
+    # the real Job builder, configured as the chart configures the operator, refers to that Secret
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    ppj = PreprocessingJobSpec.model_validate({"source": {"synthetic": {"count": 10}}, "dataset": "d", "shards": 2})
+    job_env = {e["name"]: e for e in preprocess_job("p", api_namespace, "u", ppj, JobConfig())
+               ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert job_env["ORACULUM_API_URL"]["value"] == env["ORACULUM_JOB_API_URL"]
+    assert job_env["ORACULUM_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": copy["metadata"]["name"], "key": env["ORACULUM_JOB_PROGRESS_SECRET_KEY"], "optional": True}
+
+
+def test_progress_reports_can_be_switched_off_or_use_an_existing_secret(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, values_file(tmp_path, {"workers": {"progress": {"enabled": False}}}))
+    assert "ORACULUM_JOB_API_URL" not in operator_env(docs)
+    assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-worker-token")]
+    entries = yaml.safe_load(secret_data(one(docs, "Secret", "-api-tokens"))["tokens.yaml"])
+    assert [e["name"] for e in entries] == ["admin", "oracle"]
+    # with the tokens in a Secret of their own, the chart cannot make a worker token: the user names one
+    docs = render(helm, values_file(tmp_path, {"auth": {"existingSecret": "my-tokens"}}))
+    assert "ORACULUM_JOB_API_URL" not in operator_env(docs)
+    docs = render(helm, values_file(tmp_path, {"auth": {"existingSecret": "my-tokens"}, "workers": {"progress": {
+        "existingSecret": "my-worker", "existingSecretKey": "ORACULUM_PROGRESS_TOKEN"}}}))
+    env = operator_env(docs)
+    assert (env["ORACULUM_JOB_PROGRESS_SECRET"], env["ORACULUM_JOB_PROGRESS_SECRET_KEY"]) == ("my-worker", "ORACULUM_PROGRESS_TOKEN")
+    assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] in ("my-worker", "oraculum-worker-token")]
+    wrong = values_file(tmp_path, {"auth": {"tokens": [{"name": "worker", "role": "admin"}]}})
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--values", str(wrong), check=False)
+    assert result.returncode != 0 and "give it the role worker" in result.stderr
+
+
 def test_gpu_values_place_gpu_jobs_and_images(rendered: dict[str, list[dict[str, Any]]]) -> None:
     env = operator_env(rendered["gpu-values.yaml"])
     assert env["ORACULUM_JOB_IMAGE"] == ("registry.example.org/astro/oraculum:0.1.0@sha256:" + "0" * 63 + "1")
@@ -449,15 +500,25 @@ def test_generated_secrets_agree_wherever_they_are_used(rendered: dict[str, list
     assert redis["redis-url"] == f"redis://:{redis['redis-password']}@oraculum-redis.oraculum.svc:6379/0"
     tokens = secret_data(one(docs, "Secret", "-api-tokens"))
     entries = yaml.safe_load(tokens["tokens.yaml"])
-    assert [(e["name"], e["role"]) for e in entries] == [("admin", "admin"), ("oracle", "oracle")]
+    assert [(e["name"], e["role"]) for e in entries] == [("admin", "admin"), ("oracle", "oracle"), ("worker", "worker")]
     assert all(len(e["token"]) >= 32 and tokens[e["name"]] == e["token"] for e in entries)
+    assert len({e["token"] for e in entries}) == 3
+    assert secret_data(one(docs, "Secret", "-worker-token")) == {"token": tokens["worker"]}  # the Jobs' copy
+    # every API replica verifies the signed links (SAMP) with the same key, from this Secret
+    assert len(tokens["link-signing-key"]) >= 32
+    api_env = pod_spec(one(docs, "Deployment", "-api"))["containers"][0]["env"]
+    (share,) = [e for e in api_env if e["name"] == "ORACULUM_API_SHARE_SECRET"]
+    assert share["valueFrom"]["secretKeyRef"] == {"name": "oraculum-api-tokens", "key": "link-signing-key",
+                                                  "optional": True}
 
 
 def test_given_tokens_are_used_and_an_existing_secret_replaces_them(helm: Path, tmp_path: Path) -> None:
-    given = {"auth": {"tokens": [{"name": "ci-worker", "role": "worker", "token": "w" * 24}]}}
+    given = {"auth": {"tokens": [{"name": "ci-worker", "role": "worker", "token": "w" * 24}]},
+             "workers": {"progress": {"tokenName": "ci-worker"}}}
     docs = render(helm, values_file(tmp_path, given))
     tokens = secret_data(one(docs, "Secret", "-api-tokens"))
     assert yaml.safe_load(tokens["tokens.yaml"]) == [{"name": "ci-worker", "role": "worker", "token": "w" * 24}]
+    assert secret_data(one(docs, "Secret", "-worker-token")) == {"token": "w" * 24}  # the given one, not another
     docs = render(helm, values_file(tmp_path, {"auth": {"existingSecret": "my-tokens"}}))
     assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-api-tokens")]
     volumes = pod_spec(one(docs, "Deployment", "-api"))["volumes"]
@@ -611,6 +672,7 @@ def test_notes_render_and_say_how_to_read_the_tokens(helm: Path, tmp_path: Path,
     notes = docs[0]["data"]["notes"]
     assert "helm test oraculum" in notes
     assert "get secret oraculum-api-tokens -o jsonpath='{.data.admin}' | base64 -d" in notes
+    assert "report their progress to the API with the worker\n   token in the Secret oraculum-worker-token" in notes
     if case == "ingress-values.yaml":
         assert "https://astro.example.org/oraculum" in notes and "/oraculum/api/v1" in notes
     else:

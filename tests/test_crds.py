@@ -162,4 +162,6 @@ def test_preprocessing_needs_exactly_one_source() -> None:
     with pytest.raises(ManifestError, match="exactly one of source.url"):
         parse_manifest(document, "two-sources.yaml")
     rules = schema_of("PreprocessingJob")["properties"]["spec"]["properties"]["source"]["x-kubernetes-validations"]
-    assert rules == [{"message": "give exactly one of url and synthetic", "rule": "has(self.url) != has(self.synthetic)"}]
+    assert rules == [{"message": "give exactly one of url, synthetic, votable, urls and httpIndex",
+                      "rule": "(has(self.url) ? 1 : 0) + (has(self.synthetic) ? 1 : 0) + (has(self.votable) ? 1 : 0) + "
+                              "(has(self.urls) ? 1 : 0) + (has(self.httpIndex) ? 1 : 0) == 1"}]

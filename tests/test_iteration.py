@@ -91,14 +91,17 @@ def loop(local: tuple[LocalStore, Settings]) -> dict[str, Any]:
     spec = make_spec()
     oracle = SimulatedOracle.from_spec(spec, store)
     results, answers = [], []
+    progress: list[list[tuple[str, int | None, int | None]]] = []
     for k in range(3):
-        results.append(run_iteration("e2e", spec, k, store, settings))
+        progress.append([])
+        results.append(run_iteration("e2e", spec, k, store, settings,
+                                     lambda stage, done, total, k=k: progress[k].append((stage, done, total))))
         answers.append(oracle.answer(store, "e2e", k))
     first_batch_1 = read_json(store, iteration_key("e2e", 1, "batch"))
     scores_1 = read_scores(store.local_path(iteration_key("e2e", 1, "scores")))  # type: ignore[arg-type]
     rerun = run_iteration("e2e", spec, 1, store, settings)
     return {"store": store, "settings": settings, "spec": spec, "results": results, "answers": answers,
-            "first_batch_1": first_batch_1, "scores_1": scores_1, "rerun": rerun}
+            "first_batch_1": first_batch_1, "scores_1": scores_1, "rerun": rerun, "progress": progress}
 
 
 def _keys(store: LocalStore, k: int) -> set[str]:
@@ -109,6 +112,22 @@ def _keys(store: LocalStore, k: int) -> set[str]:
 # --------------------------------------------------------------------------------------------
 # the loop, local store
 # --------------------------------------------------------------------------------------------
+
+
+def test_progress_hears_every_stage_the_epochs_and_the_scored_spectra(loop: dict[str, Any]) -> None:
+    warm = loop["progress"][1]
+    started = [stage for stage, done, total in warm if done is None]
+    assert started == list(loop["results"][1].durations)  # each timed stage announced, in order
+    assert started[:1] == ["evaluate_previous"] and {"train", "score", "select", "map"} <= set(started)
+    epochs = [(done, total) for stage, done, total in warm if stage == "train" and done is not None]
+    training = read_json(loop["store"], iteration_key("e2e", 1, "run"))["training"]
+    assert [d for d, _ in epochs] == list(range(1, training["epochs_run"] + 1))
+    assert {t for _, t in epochs} == {loop["spec"].model.epochs}
+    scored = [(done, total) for stage, done, total in warm if stage == "score" and done is not None]
+    pool = loop["results"][1].counts["pool"]
+    assert scored[-1] == (pool, pool) and all(a[0] < b[0] for a, b in zip(scored, scored[1:]))
+    cold = loop["progress"][0]  # no network yet: no epochs, no scoring
+    assert not [stage for stage, _, _ in cold if stage in ("train", "score")]
 
 
 def test_iteration_zero_is_a_random_cold_start(loop: dict[str, Any]) -> None:

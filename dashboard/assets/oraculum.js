@@ -57,6 +57,7 @@
     const timer = setTimeout(() => controller.abort(), ms);
     return fetch(url, Object.assign({}, init, { signal: controller.signal })).finally(() => clearTimeout(timer));
   }
+  O.fetchWithTimeout = fetchWithTimeout;  // also for samp.js
 
   // ---- performance probes (read by the benchmark and the tests) ------------------------------
   O.perf = { keyAt: null, key: null, samples: [], saves: [], trace: [], shown: null, renders: 0 };

@@ -176,6 +176,11 @@ each once (a JSON list; fromJsonArray it). */}}
 {{- end }}
 {{- end }}
 
+{{/* The API as pods reach it inside the cluster (the dashboard; running Jobs report progress there). */}}
+{{- define "oraculum.apiUrl" -}}
+{{- printf "http://%s-api.%s.svc:%v" (include "oraculum.fullname" .) .Release.Namespace .Values.api.service.port }}
+{{- end }}
+
 {{- define "oraculum.ingressPrefix" -}}
 {{- trimSuffix "/" .Values.ingress.path }}
 {{- end }}
@@ -225,6 +230,32 @@ one. Memoised per render, so copies of a Secret in several namespaces agree. */}
 {{- else }}
 {{- required "externalS3.secretKey (or externalS3.existingSecret) is required when minio.enabled is false" .Values.externalS3.secretKey }}
 {{- end }}
+{{- end }}
+
+{{/* The worker token Jobs report progress with: the auth.tokens entry named workers.progress.tokenName
+if there is one, else generated into the tokens Secret (and kept across upgrades like the others). */}}
+{{- define "oraculum.workerToken" -}}
+{{- $name := .Values.workers.progress.tokenName }}
+{{- $given := "" }}
+{{- range .Values.auth.tokens }}
+{{- if eq .name $name }}{{ $given = .token }}{{ end }}
+{{- end }}
+{{- include "oraculum.secretValue" (list . (include "oraculum.tokensSecret" .) $name $given 40) }}
+{{- end }}
+
+{{/* The Secret (in the API's namespace) Jobs read the worker token from; empty: Jobs do not report. */}}
+{{- define "oraculum.progressSecret" -}}
+{{- if .Values.workers.progress.enabled }}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.workers.progress.existingSecret }}
+{{- else }}
+{{- printf "%s-worker-token" (include "oraculum.fullname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "oraculum.progressSecretKey" -}}
+{{- if .Values.auth.existingSecret }}{{ .Values.workers.progress.existingSecretKey }}{{ else }}token{{ end }}
 {{- end }}
 
 {{- define "oraculum.redisPassword" -}}
@@ -297,6 +328,9 @@ capabilities:
 {{- fail (printf "auth.tokens: the name %q is used more than once" .name) }}
 {{- end }}
 {{- $_ := set $seen .name true }}
+{{- if and $.Values.workers.progress.enabled (eq .name $.Values.workers.progress.tokenName) (ne .role "worker") }}
+{{- fail (printf "auth.tokens: %q is the Jobs' progress token (workers.progress.tokenName): give it the role worker, or choose another workers.progress.tokenName" .name) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.ingress.enabled (ne .Values.ingress.path "/") (hasSuffix "/" .Values.ingress.path) }}
 {{- fail "ingress.path must not end with a slash (use \"/\" or e.g. \"/oraculum\")" }}

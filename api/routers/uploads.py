@@ -1,0 +1,145 @@
+"""Uploads of archive files (admin): declare a file, send it in checksummed chunks, complete.
+
+    POST   /uploads                       declare {prefix, path, size, sha256}: 201 new session,
+                                          200 with what the server has (resume), or
+                                          exists/duplicate (nothing to send)
+    PUT    /uploads/{id}/chunks?offset=N  raw bytes with Content-Digest: sha-256=:<base64>:
+    POST   /uploads/{id}/complete         verify size and SHA-256, store atomically
+    GET    /uploads/{id}, GET /uploads    progress (bytes received), unfinished uploads
+    DELETE /uploads/{id}                  abort: drop the parts
+
+The files land in ``archive/<prefix>/<path>``, where ``oraculum preprocess`` reads them (the
+answer's ``source``). Sessions and parts live in the store (see :mod:`oraculum.api.uploads`), so
+an interrupted upload continues after a client or an API restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+
+from ..deps import Admin, State, get_state
+from ..models import UploadIn, UploadList, UploadOut
+from ..uploads import ID_PATTERN, MAX_FILE_BYTES, Outcome, UploadError, Uploads, check_prefix
+
+router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+UploadId = Annotated[str, Path(pattern=ID_PATTERN, description="The upload's id (from POST /uploads).")]
+_RESUME = {409: {"description": "not where the server is: `detail.received` is the offset to continue from"}}
+
+
+def get_uploads(request: Request) -> Uploads:
+    """One :class:`Uploads` per application state (its locks serialise calls of one session)."""
+    state = get_state(request)
+    service: Uploads | None = getattr(request.app.state, "uploads", None)
+    if service is None or service.store is not state.store:
+        service = Uploads(state.store, state.settings.api_max_body_bytes, state.settings.cache_dir)
+        request.app.state.uploads = service
+    return service
+
+
+Service = Annotated[Uploads, Depends(get_uploads)]
+
+
+async def _call(state: State, fn: Any, *args: Any) -> Any:
+    """Run a blocking upload operation on the I/O pool; its refusals become 4xx answers."""
+    try:
+        return await state.io(fn, *args)
+    except UploadError as error:
+        detail: Any = {"message": error.message, **error.extra} if error.extra else error.message
+        raise HTTPException(error.status, detail) from None
+
+
+def _out(service: Uploads, outcome: Outcome) -> UploadOut:
+    session = outcome.session
+    received = session.size if outcome.status in ("complete", "exists", "duplicate") else session.received
+    return UploadOut(
+        id=session.id, status=outcome.status, prefix=session.prefix, path=session.path, key=session.key,  # type: ignore[arg-type]
+        size=session.size, sha256=session.sha256, received=received,
+        fraction=received / session.size if session.size else 1.0, duplicate_of=outcome.duplicate_of,
+        chunk_size=session.chunk, source=service.source(session.prefix), who=session.who,
+        created=session.created, updated=session.updated,
+    )
+
+
+def chunk_digest(header: str) -> str:
+    """The hex SHA-256 in a ``Content-Digest`` header (RFC 9530: ``sha-256=:<base64>:``)."""
+    usage = "send Content-Digest: sha-256=:<base64 of the chunk's SHA-256>: (RFC 9530)"
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() != "sha-256":
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == ":":
+            try:
+                raw = base64.b64decode(value[1:-1], validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) == 32:
+                return raw.hex()
+        raise HTTPException(422, f"Content-Digest {header[:120]!r} has no valid sha-256 value: {usage}")
+    raise HTTPException(422, f"Content-Digest {header[:120]!r} has no sha-256: {usage}")
+
+
+@router.post("", response_model=UploadOut, status_code=201,
+             responses={200: {"model": UploadOut, "description": "known already: resume, or nothing to send"},
+                        409: {"description": "the path holds different content"}},
+             summary="Declare a file to upload (path, size, sha256): what does the server have of it?")
+async def begin(state: State, principal: Admin, service: Service, body: UploadIn, response: Response) -> UploadOut:
+    outcome: Outcome = await _call(state, service.begin, body.prefix, body.path, body.size, body.sha256, principal.name,
+                                   body.chunk_size)
+    if not outcome.created:
+        response.status_code = 200
+    return _out(service, outcome)
+
+
+@router.get("", response_model=UploadList, summary="Unfinished uploads, most recently active first")
+async def in_progress(state: State, _: Admin, service: Service,
+                      prefix: Annotated[str | None, Query(max_length=256, description="Only this archive prefix.")] = None,
+                      offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> UploadList:
+    if prefix is not None:
+        try:
+            prefix = check_prefix(prefix)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+    sessions = await _call(state, service.in_progress, prefix)
+    return UploadList(total=len(sessions), uploads=[_out(service, Outcome(s, "uploading"))
+                                                    for s in sessions[offset:offset + limit]])
+
+
+@router.get("/{upload_id}", response_model=UploadOut, summary="An upload's progress (bytes received)")
+async def get(state: State, _: Admin, service: Service, upload_id: UploadId) -> UploadOut:
+    return _out(service, await _call(state, service.get, upload_id))
+
+
+@router.put(
+    "/{upload_id}/chunks", response_model=UploadOut, responses=_RESUME,
+    summary="Send the bytes from `offset` on (raw body, checked against its Content-Digest)",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def put_chunk(state: State, _: Admin, service: Service, upload_id: UploadId, request: Request,
+                    offset: Annotated[int, Query(ge=0, le=MAX_FILE_BYTES, description="Byte offset of the chunk in the file.")],
+                    content_digest: Annotated[str, Header(alias="Content-Digest", max_length=1000,
+                                                          description="sha-256=:<base64 SHA-256 of the body>: (RFC 9530)")],
+                    ) -> UploadOut:
+    digest = chunk_digest(content_digest)
+    data = await request.body()
+    return _out(service, await _call(state, service.put_chunk, upload_id, offset, data, digest))
+
+
+@router.post("/{upload_id}/complete", response_model=UploadOut, responses={
+    **_RESUME, 422: {"description": "size or SHA-256 of the whole file do not match: nothing stored"}},
+    summary="Verify the whole file (size, SHA-256) and store it atomically")
+async def complete(state: State, _: Admin, service: Service, upload_id: UploadId) -> UploadOut:
+    return _out(service, await _call(state, service.complete, upload_id))
+
+
+@router.delete("/{upload_id}", status_code=204, response_class=Response, summary="Abort an upload: drop its parts")
+async def abort(state: State, _: Admin, service: Service, upload_id: UploadId) -> Response:
+    await _call(state, service.abort, upload_id)
+    return Response(status_code=204)
