@@ -234,6 +234,8 @@ def test_label_a_batch_with_the_keyboard_only(site: Site) -> None:
     press(site, "f")
     wait_for(d, lambda d: "preprocessed" in d.execute_script(traces), 10, "the preprocessed spectrum again")
     # the sky view degrades gracefully when Aladin Lite cannot be reached (here: a closed local port)
+    wait_for(d, lambda d: "stale" not in (element(site, "#lab-meta").get_attribute("class") or ""), 30,
+             "the details of the shown spectrum")
     click(site, lambda d: d.find_elements("id", "lab-sky-show"), "the sky button")
     wait_for(d, lambda d: "cannot be reached" in text(site, "#lab-sky-note"), 15, "the reason the sky view is missing")
     assert not element(site, "#lab-sky-frame").is_displayed()

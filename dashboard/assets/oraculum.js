@@ -565,19 +565,25 @@
     if (want.length && wantKey !== L.lastWant) { L.lastWant = wantKey; wantOut = { dataset: D.dataset, indices: want }; }
     // details, neighbours and the raw file come from the server once the oracle rests on a spectrum
     // for a moment: never on the way to the next spectrum's first paint
+    // (details and neighbours depend on the spectrum only; the raw toggle asks for the raw file only,
+    // so toggling it never re-renders the details card under the oracle's hands)
     const currentKey = item.index + ':' + S.raw;
     if (currentKey !== L.lastCurrent) {
+      if (L.lastIndex !== item.index) {
+        L.lastIndex = item.index;
+        L.detailsDue = true;
+        // the cards below still show the previous spectrum's details: say so until the new ones arrive
+        for (const id of ['lab-meta', 'lab-neighbours']) {
+          const card = document.getElementById(id);
+          if (card && !card.classList.contains('stale')) setProps(id, { className: 'stale' });
+        }
+      }
       L.lastCurrent = currentKey;
       const current = { index: item.index, raw: S.raw, dataset: D.dataset, experiment: D.experiment,
         iteration: D.iteration, classes: D.classes.map((c) => c.name) };
       clearTimeout(L.currentTimer);
-      // the cards below still show the previous spectrum's details: say so until the new ones arrive
-      for (const id of ['lab-meta', 'lab-neighbours']) {
-        const card = document.getElementById(id);
-        if (card && !card.classList.contains('stale')) setProps(id, { className: 'stale' });
-      }
       L.currentTimer = setTimeout(() => {
-        setProps('lab-current', { data: current });
+        if (L.detailsDue) { L.detailsDue = false; setProps('lab-current', { data: current }); }
         if (current.raw) setProps('lab-raw-want', { data: current });
       }, L.restMs);
     }
@@ -633,7 +639,7 @@
     if (!L.D || L.D.loaded_at !== data.loaded_at) {
       L.D = data;
       L.S = init(data, L.S && L.S.experiment === data.experiment && L.S.iteration === data.iteration ? L.S : stored);
-      L.lastCurrent = null; L.lastWant = null; L.lastItem = null; L.xrange = null; L.figureKey = null;
+      L.lastCurrent = null; L.lastIndex = null; L.lastWant = null; L.lastItem = null; L.xrange = null; L.figureKey = null;
       L.clicks = {};
       L.storedText = null;
       L.prev = [];
