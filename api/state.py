@@ -52,18 +52,6 @@ UNSURE = "unsure"
 OUTSIDE_BATCH = "outside-batch"
 
 
-_PHASES: list = []
-import atexit, os as _os
-def _dump() -> None:
-    import numpy as np
-    if _PHASES:
-        a = np.array(_PHASES) * 1000
-        with open(f"/tmp/a1/phases-{_os.getpid()}.txt", "w") as f:
-            for q in (50, 95, 99):
-                f.write(f"p{q} pre {np.percentile(a[:,0], q):.2f} claim {np.percentile(a[:,1], q):.2f} put {np.percentile(a[:,2], q):.2f} commit {np.percentile(a[:,3], q):.2f} total {np.percentile(a.sum(1), q):.2f} n={len(a)}\n")
-atexit.register(_dump)
-
-
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -362,9 +350,7 @@ class AppState:
         allowed = [c.get("name") for c in self.classes(resource, batch)] + [UNSURE]
         if label is not None and label not in allowed:
             raise HTTPException(422, f"label {label!r} is not one of {allowed}")
-        _t0 = time.perf_counter()
         newly = await self.claim(principal, experiment, iteration, indices)
-        _t1 = time.perf_counter()
         action = "set" if label is not None else "clear"
         when = datetime.now(timezone.utc)
         keys: list[str] = []
@@ -387,7 +373,6 @@ class AppState:
         except BaseException:
             await self.release(principal, experiment, iteration, newly)
             raise
-        _t2 = time.perf_counter()
         # the events are durable: from here on the answer is 2xx whatever the live state does
         self.metrics.label_events.labels(action=action, bulk=str(bulk).lower()).inc(len(keys))
         self.metrics.labels_written.inc(len(indices))
@@ -411,10 +396,6 @@ class AppState:
             else:
                 progress = self.progress_document(
                     experiment, iteration, {name: [counts[name], total] for name, total in totals.items()}, submitted)
-        _t3 = time.perf_counter()
-        _PHASES.append((_t0 - started, _t1 - _t0, _t2 - _t1, _t3 - _t2))
-        if len(_PHASES) % 100 == 0:
-            _dump()
         if counts is None:  # not published with the merge
             await self.publish(experiment, {key: value for key, value in published.items() if not key.startswith("_")}
                                | {"progress": progress})

@@ -23,11 +23,14 @@ scenarios: 50 people labelling at once is already far more than a research group
 loop of 50 clients measures throughput, not what one person waits. Closed-loop latencies are
 reported too (and judged against the same bounds as ``saturated_*``), never hidden.
 
-Baseline in the same run: a bare S3 PUT of a label-event-sized object from the same minio client
-(sequential) is the floor of a durable label write; ``--baseline REF`` also runs every scenario
-against the API of an older commit (exported with ``git archive``, nothing in the checkout
-changes) on its own bucket, and records the ratios. API, Redis, moto and the load generator
-share the machine's cores: the CPU time each used per request is recorded.
+Baselines in the same run: bare S3 PUTs of a label-event-sized object from the same minio client
+(one at a time, and paced like the oracles) are the floor of a durable label write; ``--baseline
+REF`` also runs every scenario against the API of an older commit (exported with ``git archive``,
+nothing in the checkout changes), and ``--workers 1,2`` against one and two worker processes.
+Each server has its own bucket and Redis database; each scenario runs in slices (``--slices``)
+against every server in turn, the order rotating, so the machine's other load falls on all alike. API,
+Redis, moto and the load generator share the machine's cores: the CPU time each used per request
+is recorded, and the load average with each row.
 
     .venv/bin/python benchmarks/bench_api.py [--seconds 30] [--clients 50] [--workers 1,2] [--baseline HEAD]
 """
@@ -50,6 +53,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +70,7 @@ DATASET = "bench-pool"
 TARGETS = {"paced_label_write_p99_ms": 50.0, "paced_spectrum_fetch_p95_ms": 20.0,
            "saturated_label_write_p99_ms": 50.0, "saturated_spectrum_fetch_p95_ms": 20.0}
 VIEWER = "viewer-token-0123456789abcdef"
-#: The size of a one-item label event as the API writes it (bytes), for the bare-PUT floor.
+#: Bytes of each bare PUT of the floor: a one-item label event as the API writes it is 250-300 B.
 EVENT_BYTES = 330
 
 
@@ -155,43 +159,66 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(values, q)), 3) for q in (50, 95, 99)}
 
 
-def floor(settings: Any, redis_url: str, clients: int, rate: float, seconds: float, count: int = 300) -> dict[str, Any]:
+@dataclass
+class Measured:
+    """What one scenario gave against one server, summed over its slices."""
+
+    tally: loadgen.Tally = field(default_factory=loadgen.Tally)
+    elapsed: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)
+
+
+class Floor:
     """The floor of a durable label write: bare PUTs of an event-sized object to the same S3 server
-    with the same minio client the API uses (one at a time, and paced like the oracles of the
-    paced scenario, from a thread pool as the API does), and bare Redis PINGs."""
-    from concurrent.futures import ThreadPoolExecutor
+    with the same minio client the API uses (one at a time, and paced like the oracles of the paced
+    scenario, from a thread pool as the API does), and bare Redis PINGs."""
 
-    import redis
+    def __init__(self, settings: Any, redis_url: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
 
-    from oraculum.store import open_store
+        from oraculum.store import open_store
 
-    store = open_store(settings=settings)
-    body = b"x" * EVENT_BYTES
-    for n in range(20):  # warm: connection, bucket check
-        store.put_bytes(f"floor/{n}.json", body)
-    puts = []
-    for n in range(count):
-        started = time.perf_counter()
-        store.put_bytes(f"floor/{n % 50}.json", body)
-        puts.append(time.perf_counter() - started)
-    client = redis.Redis.from_url(redis_url)
-    pings = []
-    for _ in range(count):
-        started = time.perf_counter()
-        client.ping()
-        pings.append(time.perf_counter() - started)
-    client.close()
-    tally = loadgen.Tally()
-    with ThreadPoolExecutor(16) as pool:
+        self.store = open_store(settings=settings)
+        self.redis_url = redis_url
+        self.body = b"x" * EVENT_BYTES
+        self.pool = ThreadPoolExecutor(16)
+        for n in range(20):  # warm: connection, bucket check
+            self.store.put_bytes(f"floor/{n}.json", self.body)
+
+    def one_at_a_time(self, count: int = 300) -> dict[str, Any]:
+        import redis
+
+        puts = []
+        for n in range(count):
+            started = time.perf_counter()
+            self.store.put_bytes(f"floor/{n % 50}.json", self.body)
+            puts.append(time.perf_counter() - started)
+        client = redis.Redis.from_url(self.redis_url)
+        pings = []
+        for _ in range(count):
+            started = time.perf_counter()
+            client.ping()
+            pings.append(time.perf_counter() - started)
+        client.close()
+        return {"bare S3 PUT": {"requests": count, "bytes": EVENT_BYTES, **percentiles(puts)},
+                "bare Redis PING": {"requests": count, **percentiles(pings)}}
+
+    def paced_slice(self, clients: int, rate: float, seconds: float, seed: int, into: Measured) -> None:
+        """PUTs paced like the oracles (the same Poisson schedule as the API's slice), added to ``into``."""
+
         async def put(number: int, n: int) -> tuple[str, int | str]:
-            await asyncio.get_running_loop().run_in_executor(pool, store.put_bytes, f"floor/{number}-{n}.json", body)
-            return "put", 200
+            await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.store.put_bytes, f"floor/{seed}-{number}-{n}.json", self.body)
+            return "bare S3 PUT", 200
 
-        elapsed, _ = loadgen.run(loadgen.poisson(clients, seconds, rate, put, tally))
-    return {"bare S3 PUT": {"requests": count, "bytes": EVENT_BYTES, **percentiles(puts)},
-            "bare S3 PUT (paced)": {"clients": clients, "rate_per_client_per_s": rate, "bytes": EVENT_BYTES,
-                                    **loadgen.summary(tally.latencies["put"], tally.errors.get("put", {}), elapsed)},
-            "bare Redis PING": {"requests": count, **percentiles(pings)}}
+        elapsed, cpu = loadgen.run(loadgen.poisson(clients, seconds, rate, put, into.tally, seed=seed))
+        into.elapsed += elapsed
+        into.cpu["load generator and S3 client"] = into.cpu.get("load generator and S3 client", 0.0) + cpu
+        into.load.append(round(os.getloadavg()[0], 2))
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
 class Api:
@@ -204,6 +231,8 @@ class Api:
         if tree is not None:  # the older commit's code: its own oraculum package first on the path
             env = {**env, "PYTHONPATH": str(tree)}
         self.process = subprocess.Popen(command, env=env, cwd=str(tree or ROOT))
+        self.batch: list[int] = []  # the batch's indices and the pool's size, once warmed up
+        self.count = 0
         wait_port(self.port, process=self.process)
 
     def stop(self) -> None:
@@ -271,32 +300,36 @@ def makers(kind: str, clients: int, batch: list[int], spectra: int) -> list[load
 SCENARIOS = (("mixed", "closed"), ("flux", "closed"), ("raw", "closed"), ("paced", "paced"), ("paced-flux", "paced"))
 
 
-def run_scenarios(api: Api, pids: dict[str, int], args: argparse.Namespace, batch: list[int],
-                  spectra: int) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    for kind, mode in SCENARIOS:
-        seconds = args.seconds if kind in ("mixed", "paced") else args.short
-        print(f"  scenario {kind} ({mode}): {args.clients} clients for {seconds:.0f} s ...", flush=True)
-        tally = loadgen.Tally()
-        clients = makers("flux" if kind == "paced-flux" else kind, args.clients, batch, spectra)
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        if mode == "closed":
-            coroutine = loadgen.closed("127.0.0.1", api.port, clients, seconds, tally)
-        else:
-            coroutine = loadgen.paced("127.0.0.1", api.port, clients, seconds, args.rate, tally, seed=len(rows))
-        elapsed, loadgen_cpu = loadgen.run(coroutine)
-        cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-        cpu["load generator"] = loadgen_cpu
-        total = sum(len(v) for v in tally.latencies.values()) + sum(sum(e.values()) for e in tally.errors.values())
-        for name, latencies in tally.latencies.items():
-            rows[f"{name} ({kind})"] = {
-                "scenario": kind, "mode": mode, "clients": args.clients, "seconds": round(elapsed, 1),
-                **({"rate_per_client_per_s": args.rate} if mode == "paced" else {}),
-                **loadgen.summary(latencies, tally.errors.get(name, {}), elapsed),
-                "cpu_ms_per_request": {k: round(v * 1000 / max(total, 1), 3) for k, v in cpu.items()},
-                "cpu_busy_fraction_of_machine": round(sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)), 3),
-            }
-    return rows
+def run_slice(kind: str, mode: str, api: "Api", pids: dict[str, int], args: argparse.Namespace, seconds: float,
+              seed: int, into: Measured) -> None:
+    """One slice of a scenario against one server, added to ``into`` (latencies, time, CPU per process)."""
+    clients = makers("flux" if kind == "paced-flux" else kind, args.clients, api.batch, api.count)
+    pids = {"api": api.process.pid, **pids}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    if mode == "closed":
+        coroutine = loadgen.closed("127.0.0.1", api.port, clients, seconds, into.tally)
+    else:
+        coroutine = loadgen.paced("127.0.0.1", api.port, clients, seconds, args.rate, into.tally, seed=seed)
+    elapsed, loadgen_cpu = loadgen.run(coroutine)
+    into.elapsed += elapsed
+    for name, pid in pids.items():
+        into.cpu[name] = into.cpu.get(name, 0.0) + cpu_seconds(pid) - before[name]
+    into.cpu["load generator"] = into.cpu.get("load generator", 0.0) + loadgen_cpu
+    into.load.append(round(os.getloadavg()[0], 2))
+
+
+def rows_of(kind: str, mode: str, found: Measured, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """A row per kind of request of a scenario, with the CPU each process used per request."""
+    tally, elapsed = found.tally, found.elapsed
+    total = sum(len(v) for v in tally.latencies.values()) + sum(sum(e.values()) for e in tally.errors.values())
+    return {f"{name} ({kind})": {
+        "scenario": kind, "mode": mode, "clients": args.clients, "seconds": round(elapsed, 1),
+        **({"rate_per_client_per_s": args.rate} if mode == "paced" else {}),
+        **loadgen.summary(latencies, tally.errors.get(name, {}), elapsed),
+        "cpu_ms_per_request": {k: round(v * 1000 / max(total, 1), 3) for k, v in found.cpu.items()},
+        "cpu_busy_fraction_of_machine": round(sum(found.cpu.values()) / (elapsed * (os.cpu_count() or 1)), 3),
+        "load_average_1min_per_slice": found.load,
+    } for name, latencies in tally.latencies.items()}
 
 
 @contextmanager
@@ -327,10 +360,9 @@ def services(work: Path) -> Iterator[tuple[str, int, dict[str, int]]]:
                     process.kill()
 
 
-def measure_server(label: str, tree: Path | None, bucket: str, redis_db: int, endpoint: str, redis_port: int,
-                   pids: dict[str, int], world: Path, work: Path, args: argparse.Namespace,
-                   workers: int) -> dict[str, dict[str, Any]]:
-    """Upload the world to a fresh bucket, start an API on it and run every scenario."""
+def start_server(label: str, tree: Path | None, bucket: str, redis_db: int, endpoint: str, redis_port: int,
+                 world: Path, work: Path, args: argparse.Namespace, workers: int) -> "Api":
+    """Upload the world to a fresh bucket and start an API on it (its own Redis db), warmed up."""
     import httpx
 
     from oraculum.settings import Settings
@@ -348,14 +380,16 @@ def measure_server(label: str, tree: Path | None, bucket: str, redis_db: int, en
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{api.port}", timeout=30) as client:
             viewer = {"Authorization": f"Bearer {VIEWER}"}
-            batch = [item["index"] for item in client.get(f"/api/v1/experiments/{EXPERIMENT}/batch", headers=viewer).json()["items"]]
-            count = client.get(f"/api/v1/datasets/{DATASET}", headers=viewer).json()["index"]["count"]
+            api.batch = [item["index"] for item in
+                         client.get(f"/api/v1/experiments/{EXPERIMENT}/batch", headers=viewer).json()["items"]]
+            api.count = client.get(f"/api/v1/datasets/{DATASET}", headers=viewer).json()["index"]["count"]
             for _ in range(2 * workers):  # warm every worker: shard copies in the cache, archive client
-                for index in range(0, count, max(1, count // 50)):
+                for index in range(0, api.count, max(1, api.count // 50)):
                     client.get(f"/api/v1/datasets/{DATASET}/spectra/{index}/flux", headers=viewer)
-        return run_scenarios(api, {"api": api.process.pid, **pids}, args, batch, count)
-    finally:
+    except BaseException:
         api.stop()
+        raise
+    return api
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -403,6 +437,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1", metavar="N[,N...]",
                         help="API worker processes (above 1 shares Redis); several (e.g. 1,2) are measured one after "
                              "the other in the same run, the first one is the result.")
+    parser.add_argument("--slices", type=int, default=3,
+                        help="Each scenario runs in this many slices, alternating between the servers measured.")
     parser.add_argument("--spectra", type=int, default=600, help="Synthetic spectra in the pool.")
     parser.add_argument("--baseline", default=None, metavar="REF",
                         help="Also measure the API of this git commit (e.g. HEAD) in the same run, for ratios.")
@@ -414,8 +450,17 @@ def main() -> None:
         parser.error(f"--workers {args.workers!r}: give worker counts like 1 or 1,2")
     if not worker_counts or min(worker_counts) < 1:
         parser.error(f"--workers {args.workers!r}: worker counts must be 1 or more")
+    if args.slices < 1:
+        parser.error("--slices must be 1 or more")
 
     load_start = [round(v, 2) for v in os.getloadavg()]
+    floors, measured = run_all(args, worker_counts)
+    write_results(args, worker_counts, floors, measured, load_start)
+
+
+def run_all(args: argparse.Namespace, worker_counts: list[int],
+            ) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, Any]]]]:
+    """Build the world, start moto, Redis and every server, run every scenario: (floor, rows per server)."""
     work = Path(tempfile.mkdtemp(prefix="oraculum-bench-api-"))
     measured: dict[str, dict[str, dict[str, Any]]] = {}
     try:
@@ -424,22 +469,55 @@ def main() -> None:
         with services(work) as (endpoint, redis_port, pids):
             from oraculum.settings import Settings
 
-            print(f"floor: bare S3 PUTs, one at a time and paced ({args.clients} clients for {args.short:.0f} s) ...",
-                  flush=True)
-            floors = floor(Settings(store="s3://floor", s3_endpoint=endpoint, s3_access_key="bench",
-                                    s3_secret_key="bench", s3_region="us-east-1"), f"redis://127.0.0.1:{redis_port}/15",
-                           args.clients, args.rate, args.short)
-            servers: list[tuple[str, Path | None, int]] = []
+            print("floor: bare S3 PUTs and Redis PINGs, one at a time ...", flush=True)
+            bare = Floor(Settings(store="s3://floor", s3_endpoint=endpoint, s3_access_key="bench", s3_secret_key="bench",
+                                  s3_region="us-east-1"), f"redis://127.0.0.1:{redis_port}/15")
+            floors = bare.one_at_a_time()
+            floor_slices = Measured()
+            plan: list[tuple[str, Path | None, int]] = []
             if args.baseline:
-                servers.append((f"baseline {args.baseline}, {worker_counts[0]} worker(s)",
-                                export_tree(args.baseline, work / "baseline-tree"), worker_counts[0]))
-            servers += [(f"this tree, {n} worker(s)", None, n) for n in worker_counts]
-            for number, (label, tree, workers) in enumerate(servers):  # each on its own bucket and Redis db
-                measured[label] = measure_server(label, tree, f"bench-{number}", number, endpoint, redis_port, pids,
-                                                 work / "world", work, args, workers)
+                plan.append((f"baseline {args.baseline}, {worker_counts[0]} worker(s)",
+                             export_tree(args.baseline, work / "baseline-tree"), worker_counts[0]))
+            plan += [(f"this tree, {n} worker(s)", None, n) for n in worker_counts]
+            servers: dict[str, Api] = {}
+            try:
+                for number, (label, tree, workers) in enumerate(plan):  # each on its own bucket and Redis db
+                    servers[label] = start_server(label, tree, f"bench-{number}", number, endpoint, redis_port,
+                                                  work / "world", work, args, workers)
+                    measured[label] = {}
+                # each scenario runs in slices against every server in turn, the order rotating, so a
+                # change in the machine's other load falls on all of them alike
+                for step, (kind, mode) in enumerate(SCENARIOS):
+                    seconds = args.seconds if kind in ("mixed", "paced") else args.short
+                    print(f"  scenario {kind} ({mode}): {args.clients} clients, {seconds:.0f} s per server in "
+                          f"{args.slices} slices ...", flush=True)
+                    found = {label: Measured() for label in servers}
+                    for part in range(args.slices):
+                        turn = step + part
+                        seed = step * 1000 + part
+                        for label in list(servers)[turn % len(servers):] + list(servers)[:turn % len(servers)]:
+                            run_slice(kind, mode, servers[label], pids, args, seconds / args.slices, seed, found[label])
+                        if kind == "paced":  # the floor, on the same schedule, between the servers' slices
+                            bare.paced_slice(args.clients, args.rate, seconds / args.slices, seed, floor_slices)
+                    for label, result in found.items():
+                        measured[label].update(rows_of(kind, mode, result, args))
+                floors["bare S3 PUT (paced)"] = {
+                    "clients": args.clients, "rate_per_client_per_s": args.rate, "bytes": EVENT_BYTES,
+                    **loadgen.summary(floor_slices.tally.latencies.get("bare S3 PUT", []),
+                                      floor_slices.tally.errors.get("bare S3 PUT", {}), floor_slices.elapsed),
+                    "load_average_1min_per_slice": floor_slices.load}
+            finally:
+                bare.close()
+                for api in servers.values():
+                    api.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return floors, measured
 
+
+def write_results(args: argparse.Namespace, worker_counts: list[int], floors: dict[str, Any],
+                  measured: dict[str, dict[str, dict[str, Any]]], load_start: list[float]) -> None:
+    """Print the tables and the targets; write the results JSON with ratios, hardware and load."""
     paced_floor = floors["bare S3 PUT (paced)"]
     print(f"\nfloor: bare S3 PUT ({EVENT_BYTES} B) one at a time p50 {floors['bare S3 PUT']['p50_ms']} ms, "
           f"p99 {floors['bare S3 PUT']['p99_ms']} ms; paced like the oracles p50 {paced_floor.get('p50_ms')} ms, "

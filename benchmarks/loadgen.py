@@ -185,7 +185,8 @@ async def poisson(clients: int, seconds: float, rate: float, act: Action, tally:
 def summary(latencies: list[float], errors: dict[str, int], seconds: float) -> dict[str, Any]:
     """Throughput and latency percentiles (ms) of one kind of request."""
     values = np.asarray(latencies, dtype=np.float64) * 1000.0
-    out: dict[str, Any] = {"requests": int(values.size), "throughput_per_s": round(values.size / seconds, 1),
+    out: dict[str, Any] = {"requests": int(values.size),
+                           "throughput_per_s": round(values.size / seconds, 1) if seconds > 0 else 0.0,
                            "errors": dict(errors)}
     if values.size:
         out.update({f"p{q}_ms": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)})
