@@ -7,7 +7,7 @@ integers, comments and labels have length limits.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -259,7 +259,8 @@ class LabelIn(BaseModel):
 
 class BulkLabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    indices: list[int] = Field(min_length=1, max_length=10_000, description="Global indices of batch items.")
+    indices: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=10_000,
+                                                      description="Global indices of batch items.")
     label: str | None = Field(None, min_length=1, max_length=40, description="Class name or 'unsure'; null clears.")
     comment: str | None = Field(None, max_length=2000)
     selection: Literal["lasso", "box", "list"] = Field("lasso", description="How the items were selected.")

@@ -30,7 +30,6 @@ from fastapi import HTTPException
 from oraculum.datasets import Dataset, DatasetError
 from oraculum.experiments import iteration_key
 from oraculum.labels import LabelEvent, LabelItem, append_event, labels_prefix
-from oraculum.manifests import ExperimentSpec
 from oraculum.observe import labels_submitted_key
 from oraculum.reconcile import labels_submitted_from_annotations
 from oraculum.settings import Settings
@@ -113,20 +112,23 @@ class AppState:
 
     # -- resources -------------------------------------------------------------------------------
 
-    async def resource(self, kind: str, name: str, ttl: float = 0.0) -> Resource:
+    async def find(self, kind: str, name: str, ttl: float = 0.0) -> Resource | None:
+        """The resource, or None; with ``ttl``, one backend read shared by every caller (a
+        Kubernetes GET otherwise, for each request and each event stream's status poll)."""
         async def load() -> Resource | None:
             return await self.backend.get(kind, name)
 
-        found = await (self.cached(f"resource:{kind}:{name}", ttl, load) if ttl else load())
+        return await (self.cached(f"resource:{kind}:{name}", ttl, load) if ttl else load())
+
+    async def resource(self, kind: str, name: str, ttl: float = 0.0) -> Resource:
+        found = await self.find(kind, name, ttl)
         if found is None:
             raise HTTPException(404, f"no {kind} named {name!r}")
         return found
 
-    async def experiment_spec(self, resource: Resource) -> ExperimentSpec | None:
-        try:
-            return ExperimentSpec.model_validate(resource.spec)
-        except ValueError:
-            return None
+    async def experiment(self, name: str, ttl: float = 1.0) -> Resource:
+        """The experiment (404 when there is none), at most about ``ttl`` seconds old."""
+        return await self.resource(EXPERIMENT, name, ttl)
 
     # -- batches -----------------------------------------------------------------------------------
 
@@ -178,14 +180,17 @@ class AppState:
 
     # -- current labels: cache in live state, truth in the store ------------------------------------
 
-    def _events_prefix(self, experiment: str, iteration: int) -> str:
+    def events_prefix(self, experiment: str, iteration: int) -> str:
         return f"{labels_prefix(experiment)}{iteration:05d}/"
 
-    async def labels_from_store(self, experiment: str, iteration: int) -> dict[int, Entry]:
-        """Fold every stored label event of an iteration (newest event wins per spectrum)."""
-        prefix = self._events_prefix(experiment, iteration)
-        infos = await self.io(lambda: list(self.store.list(prefix)))
+    async def event_keys(self, experiment: str, iteration: int) -> list[str]:
+        """Keys of the iteration's stored label events, oldest first (keys sort in time order)."""
+        prefix = self.events_prefix(experiment, iteration)
+        return sorted(await self.io(lambda: [info.key for info in self.store.list(prefix)]))
 
+    async def read_events(self, keys: list[str]) -> list[tuple[str, LabelEvent]]:
+        """The events under ``keys``, read in parallel on the I/O pool, in the order given; one
+        deleted between listing and reading is left out."""
         def read(key: str) -> tuple[str, LabelEvent] | None:
             try:
                 return key, LabelEvent.model_validate_json(self.store.get_bytes(key))
@@ -193,12 +198,14 @@ class AppState:
                 return None
 
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(*(loop.run_in_executor(self.executor, read, info.key) for info in infos))
+        results = await asyncio.gather(*(loop.run_in_executor(self.executor, read, key) for key in keys))
+        return [found for found in results if found is not None]
+
+    async def labels_from_store(self, experiment: str, iteration: int) -> dict[int, Entry]:
+        """Fold every stored label event of an iteration (newest event wins per spectrum)."""
         state: dict[int, Entry] = {}
-        for found in sorted((r for r in results if r is not None), key=lambda r: r[0]):
-            key, event = found
-            for index, entry in event_entries(key, event).items():
-                state[index] = entry
+        for key, event in await self.read_events(await self.event_keys(experiment, iteration)):
+            state.update(event_entries(key, event))
         self.metrics.rebuilds.inc()
         return state
 

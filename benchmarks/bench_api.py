@@ -45,7 +45,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -60,7 +59,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import loadgen  # noqa: E402
+from api_fixtures import free_port, wait_port  # noqa: E402  (the tests' own: one way to find and await a port)
 from hardware import hardware  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,25 +73,6 @@ TARGETS = {"paced_label_write_p99_ms": 50.0, "paced_spectrum_fetch_p95_ms": 20.0
 VIEWER = "viewer-token-0123456789abcdef"
 #: Bytes of each bare PUT of the floor: a one-item label event as the API writes it is 250-300 B.
 EVENT_BYTES = 330
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the process meant to listen on {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def build_world(root: Path, count: int) -> None:
@@ -233,7 +215,7 @@ class Api:
         self.process = subprocess.Popen(command, env=env, cwd=str(tree or ROOT))
         self.batch: list[int] = []  # the batch's indices and the pool's size, once warmed up
         self.count = 0
-        wait_port(self.port, process=self.process)
+        wait_port(self.port, timeout=60.0, process=self.process)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -347,8 +329,8 @@ def services(work: Path) -> Iterator[tuple[str, int, dict[str, int]]]:
         redis = subprocess.Popen([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                                   "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
         processes.append(redis)
-        wait_port(s3_port, process=moto)
-        wait_port(redis_port, process=redis)
+        wait_port(s3_port, timeout=60.0, process=moto)
+        wait_port(redis_port, timeout=60.0, process=redis)
         yield f"http://127.0.0.1:{s3_port}", redis_port, {"moto": moto.pid, "redis": redis.pid}
     finally:
         for process in reversed(processes):

@@ -25,9 +25,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import parse_qsl, quote, unquote, urlparse
 
 import flask
 import httpx
@@ -104,10 +105,15 @@ def topbar(ctx: Context, me: dict[str, str] | None, parts: list[str]) -> list[An
     return items
 
 
+def query(search: str | None) -> dict[str, str]:
+    """The parameters of a ``?a=1&b=2`` location search, decoded (the last one of a repeated name)."""
+    return dict(parse_qsl((search or "").lstrip("?")))
+
+
 def login_page(ctx: Context, search: str | None, message: str | None = None) -> html.Div:
-    params = dict(p.split("=", 1) for p in (search or "").lstrip("?").split("&") if "=" in p)
-    error = unquote(params.get("error", "")) or message
-    target = unquote(params.get("next", "")) or ctx.href()
+    params = query(search)
+    error = params.get("error") or message
+    target = params.get("next") or ctx.href()
     return html.Div([
         html.H1("Sign in to oraculum"),
         html.P("Paste your API token (your administrator gives you one; its role decides what you may do: "
@@ -138,17 +144,17 @@ def _routes(app: Dash, ctx: Context) -> None:
                 return login_page(ctx, f"?next={quote(here)}", None if not ctx.token() else str(error)), \
                     topbar(ctx, None, parts)
             return error_box(error, "The API cannot be used"), topbar(ctx, None, parts)
-        query = dict(p.split("=", 1) for p in (search or "").lstrip("?").split("&") if "=" in p)
+        params = query(search)
         if not parts:
             return experiments.layout(ctx, me), topbar(ctx, me, parts)
         if parts[0] == "e" and len(parts) >= 2 and NAME.match(parts[1]):
             name, page = parts[1], (parts[2] if len(parts) > 2 else "label")
             if page == "label":
-                return labelling.layout(ctx, me, name, query), topbar(ctx, me, parts)
+                return labelling.layout(ctx, me, name, params), topbar(ctx, me, parts)
             if page == "map":
-                return batchmap.layout(ctx, me, name, query), topbar(ctx, me, parts)
+                return batchmap.layout(ctx, me, name, params), topbar(ctx, me, parts)
             if page == "performance":
-                return performance.layout(ctx, me, name, query), topbar(ctx, me, parts)
+                return performance.layout(ctx, me, name, params), topbar(ctx, me, parts)
         return html.Div([html.H1("Not found"), html.P(["Nothing at this address. ",
                                                         dcc.Link("Back to the experiments", href=ctx.href())])]), \
             topbar(ctx, me, parts)
@@ -246,6 +252,31 @@ def _server_routes(server: flask.Flask, ctx: Context) -> None:
                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+def _sse_messages(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event type, JSON data as a dict) of each message of a server-sent event stream (comments
+    and keep-alives skipped; data that is not a JSON object is wrapped as ``text`` or ``value``)."""
+    kind, data = "message", list[str]()
+    for line in lines:
+        if line.startswith(":"):
+            continue
+        if line:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                kind = value
+            elif field == "data":
+                data.append(value)
+            continue
+        if data:
+            text = "\n".join(data)
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                payload = {"text": text}
+            yield kind, payload if isinstance(payload, dict) else {"value": payload}
+        kind, data = "message", []
+
+
 def _merged_events(http: httpx.Client, token: str, names: list[str], seconds: float) -> Any:
     """One stream of the events of several experiments (browsers allow few connections per site)."""
     events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=2000)
@@ -262,31 +293,12 @@ def _merged_events(http: httpx.Client, token: str, names: list[str], seconds: fl
                     events.put(("upstream-error", {"experiment": name, "status": response.status_code,
                                                    "message": response.text[:300]}))
                     return
-                kind, data = "message", []
-                for line in response.iter_lines():
+                for kind, payload in _sse_messages(response.iter_lines()):
                     if stop.is_set():
                         return
-                    if not line:
-                        if data:
-                            try:
-                                payload = json.loads("\n".join(data))
-                            except ValueError:
-                                payload = {"text": "\n".join(data)}
-                            if not isinstance(payload, dict):
-                                payload = {"value": payload}
-                            payload.setdefault("experiment", name)
-                            if not events.full():
-                                events.put((kind, payload))
-                        kind, data = "message", []
-                    elif line.startswith(":"):
-                        continue
-                    else:
-                        field, _, value = line.partition(":")
-                        value = value.removeprefix(" ")
-                        if field == "event":
-                            kind = value
-                        elif field == "data":
-                            data.append(value)
+                    payload.setdefault("experiment", name)
+                    if not events.full():
+                        events.put((kind, payload))
         except (httpx.HTTPError, RuntimeError) as error:
             if not stop.is_set():
                 events.put(("upstream-error", {"experiment": name, "message": str(error)}))

@@ -16,13 +16,15 @@ from dash import ctx as dash_ctx
 
 from .client import ApiError
 from .context import Context, allows
-from .spectra import CLASS_COLOURS, thumbnails
+from .spectra import class_colour, thumbnails
 from .ui import card, error_box, experiment_tabs
 
 PREVIEW = 6
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 HIDDEN = "hidden (blind)"
 NONE = "not labelled"
+#: Colours of the groups that are not classes (sets, unsure); anything else is grey.
+OTHER_COLOURS = {"oracle": "#1b3a6b", "estimation": "#7a4fb5", "unsure": "#b8860b"}
 
 
 def layout(ctx: Context, me: dict[str, str], name: str, query: dict[str, str]) -> html.Div:
@@ -144,8 +146,7 @@ def register(app: Dash, ctx: Context) -> None:
                 groups.setdefault(p.get(key) or (NONE if key == "label" else "—"), []).append(p)
             order = classes + ["unsure", HIDDEN, NONE, "oracle", "estimation", "—"]
             for name in sorted(groups, key=lambda g: order.index(g) if g in order else len(order)):
-                colour_of = CLASS_COLOURS[classes.index(name) % len(CLASS_COLOURS)] if name in classes else \
-                    {"oracle": "#1b3a6b", "estimation": "#7a4fb5", "unsure": "#b8860b"}.get(name, "#c8ced9")
+                colour_of = class_colour(classes, name, OTHER_COLOURS.get(name, "#c8ced9"))
                 fig.add_trace(trace(groups[name], f"{name} ({len(groups[name])})", color=colour_of))
         fig.update_xaxes(title=f"{METHOD_NAMES.get(method, method)} 1", showgrid=True, gridcolor="#eef0f4", zeroline=False)
         fig.update_yaxes(title=f"{METHOD_NAMES.get(method, method)} 2", showgrid=True, gridcolor="#eef0f4", zeroline=False)

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from oraculum.api_errors import detail_message
+
 PREFIX = "/api/v1"
 
 
@@ -37,19 +39,12 @@ class ApiError(Exception):
 
 
 def error_message(response: httpx.Response) -> str:
+    """The API's message for a failed response (see :func:`oraculum.api_errors.detail_message`)."""
     try:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
         return response.text[:300] or response.reason_phrase
-    if isinstance(detail, dict):
-        text = str(detail.get("message") or detail)
-        holders = detail.get("holders")
-        if holders:
-            text += ": " + ", ".join(f"#{index} by {who}" for index, who in list(holders.items())[:5])
-        return text
-    if isinstance(detail, list):  # pydantic validation errors
-        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in detail[:5])
-    return str(detail)
+    return detail_message(detail, response.reason_phrase)
 
 
 class _Lru:

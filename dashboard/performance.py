@@ -13,6 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dash_table, dcc, html, no_update
+from dash import ctx as dash_ctx
 
 from . import samp
 from .client import ApiError
@@ -349,8 +350,6 @@ def register(app: Dash, ctx: Context) -> None:
                   State("perf-init", "data"), State("perf-cand-iteration", "value"), prevent_initial_call=True)
     def download(csv_clicks: int | None, vot_clicks: int | None, rows: list[dict[str, Any]] | None,
                  columns: list[dict[str, Any]] | None, init: dict[str, Any] | None, iteration: int | None) -> Any:
-        from dash import ctx as dash_ctx
-
         if not init or iteration is None:
             return no_update
         names = [c["id"] for c in columns or []]

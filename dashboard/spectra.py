@@ -31,10 +31,11 @@ def compact(values: list[float | None], digits: int = 5) -> list[float | None]:
     return [None if v is None or not math.isfinite(v) else round(v, digits) for v in values]
 
 
-def class_colour(classes: list[str], name: str | None) -> str:
+def class_colour(classes: list[str], name: str | None, other: str = "#999999") -> str:
+    """The colour of class ``name`` (by its place among ``classes``), ``other`` for anything else."""
     if name in classes:
         return CLASS_COLOURS[classes.index(name) % len(CLASS_COLOURS)]
-    return "#999999"
+    return other
 
 
 class Neighbours:
@@ -79,16 +80,17 @@ class Neighbours:
         by_class = {c: [i for i, label in labels.items() if label == c and i != index][-self.cap:] for c in classes}
         wanted = [index] + [i for indices in by_class.values() for i in indices]
         fluxes = self.client.fluxes(token, dataset, wanted)
-        this = np.asarray([np.nan if v is None else v for v in fluxes[index]["flux"]], dtype=np.float64)
+        this = np.asarray(fluxes[index]["flux"], dtype=np.float64)  # JSON null (a gap) becomes NaN
         out: dict[str, dict[str, Any] | None] = {}
         for name, indices in by_class.items():
             if not indices:
                 out[name] = None
                 continue
-            matrix = np.asarray([[np.nan if v is None else v for v in fluxes[i]["flux"]] for i in indices], dtype=np.float64)
-            if matrix.shape[1] != this.size:
+            rows = [fluxes[i]["flux"] for i in indices]
+            if any(len(row) != this.size for row in rows):
                 out[name] = None
                 continue
+            matrix = np.asarray(rows, dtype=np.float64)
             with np.errstate(all="ignore"):
                 rms = np.sqrt(np.nanmean((matrix - this) ** 2, axis=1))
             if not np.isfinite(rms).any():

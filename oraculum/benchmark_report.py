@@ -58,22 +58,34 @@ def benchmark_page(results_dir: Path, root: Path) -> str:
         "from synthetic spectra (`oraculum.synth`), not from a real archive. To refresh a result, run "
         "its command, then `oraculum docs` to rewrite this page.\n",
     ]
-    summaries = [(path, summarise(path.stem, json.loads(path.read_text(encoding="utf-8")), root)) for path in files]
+    loaded = [(path, _load_results(path)) for path in files]
+    summaries = [(path, summarise(path.stem, data, root), data) for path, data in loaded]
     parts.append("## Targets\n")
     target_rows = [(f"[{path.stem}](#{_anchor(path.stem)})", t.what, t.bound, t.measured, _verdict(t.met))
-                   for path, summary in summaries for t in summary.targets]
+                   for path, summary, _ in summaries for t in summary.targets]
     if target_rows:
         parts.append(table(["results", "target", "bound", "measured", "met"], target_rows))
-    missed = sum(1 for path, summary in summaries for t in summary.targets if t.met is False)
+    missed = sum(1 for _, summary, _ in summaries for t in summary.targets if t.met is False)
     parts.append((f"{missed} of {len(target_rows)} targets missed (in bold)." if missed else "Every target is met.")
                  + " Results without a row here have no target recorded; they are measured against a "
                  "baseline in the same run.\n")
-    for path, summary in summaries:
-        parts.append(_section(path, summary, root))
+    for path, summary, data in summaries:
+        parts.append(_section(path, summary, data))
     return "\n".join(parts)
 
 
-def _section(path: Path, summary: Summary, root: Path) -> str:
+def _load_results(path: Path) -> dict[str, Any]:
+    """One results file as a JSON object; anything else is a ValueError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON results file ({error}); rerun its benchmark or remove it") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a results file must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _section(path: Path, summary: Summary, data: dict[str, Any]) -> str:
     out = [f"## {path.stem}\n", f"{summary.title} ([{path.name}](../benchmarks/results/{path.name}))\n"]
     out.append(table(summary.header, summary.rows))
     for line in summary.ratios:
@@ -85,7 +97,6 @@ def _section(path: Path, summary: Summary, root: Path) -> str:
         out.append(f"![{path.stem}](../benchmarks/results/{image.name})\n")
     for note in summary.notes:
         out.append(f"{note}\n")
-    data = json.loads(path.read_text(encoding="utf-8"))
     out.append(f"Hardware: {_hardware(data.get('hardware'))}." + _load(data) + _when(data) + "\n")
     if summary.command:
         out.append(f"Reproduce: `{summary.command}`\n")

@@ -746,7 +746,10 @@ def docs(root: str, check: bool) -> None:
     base = Path(root)
     if not (base / "crds").is_dir():
         _fail(f"{base.resolve()} has no crds/ folder: run this in the repository checkout or give --root")
-    pages = [*core_pages(base), *api_pages()]
+    try:
+        pages = [*core_pages(base), *api_pages()]
+    except (ValueError, OSError) as error:  # a results file or CRD that cannot be read: name it, no traceback
+        _fail(str(error))
     if check:
         stale = stale_pages(base, pages)
         if stale:

@@ -35,10 +35,12 @@ import numpy as np
 import yaml
 from astropy.table import Table
 
+from oraculum.api_errors import detail_message
+
 if TYPE_CHECKING:
     from oraculum.upload import UploadReport
 
-__all__ = ["BatchData", "Client", "ClientError", "DatasetInfo", "Resource", "Spectrum"]
+__all__ = ["BatchData", "Client", "ClientError", "DatasetInfo", "Resource", "Spectrum", "detail_message"]
 
 PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -60,15 +62,6 @@ class ClientError(Exception):
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.message}" if self.status else self.message
-
-
-def _message(detail: Any, fallback: str) -> str:
-    if isinstance(detail, dict):
-        return str(detail.get("message") or detail)
-    if isinstance(detail, list):  # pydantic validation errors: where and what
-        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
-                         for e in detail[:5] if isinstance(e, dict)) or fallback
-    return str(detail) if detail is not None else fallback
 
 
 def as_format(table: Table, format: Format) -> Any:
@@ -230,7 +223,7 @@ class Client:
                 detail = response.json().get("detail")
             except (ValueError, AttributeError):
                 detail = response.text[:500] or response.reason_phrase
-            raise ClientError(response.status_code, _message(detail, response.reason_phrase), detail)
+            raise ClientError(response.status_code, detail_message(detail, response.reason_phrase), detail)
         return response
 
     def _get(self, path: str, **params: Any) -> Any:

@@ -436,10 +436,9 @@ def run_preprocess(
     if shards is None:
         shards = default_shards(len(files))
     wanted = [shard] if shard is not None else list(range(shards))
-    for number in wanted:
-        shard_bounds(len(files), number, shards)  # validates early, with a clear message
-    source.prepare([shard_bounds(len(files), n, shards) for n in wanted], fetch_progress)
-    total = sum(b - a for a, b in (shard_bounds(len(files), n, shards) for n in wanted))
+    bounds = [shard_bounds(len(files), n, shards) for n in wanted]  # validates early, with a clear message
+    source.prepare(bounds, fetch_progress)
+    total = sum(stop - start for start, stop in bounds)
     done = 0
 
     def report(n: int) -> None:

@@ -179,6 +179,11 @@ async def test_labels_set_change_clear_and_bulk_are_durable_events(local_store: 
         log = (await client.get(f"{IT1}/labels/events", headers=auth("viewer"))).json()
         assert log["total"] == 3 and [e["action"] for e in log["events"]] == ["set", "set", "clear"]
         assert [e["who"] for e in log["events"]] == ["olga", "otto", "olga"]
+        page = (await client.get(f"{IT1}/labels/events?offset=1&limit=1", headers=auth("viewer"))).json()
+        assert page["total"] == 3 and page["offset"] == 1 and [e["key"] for e in page["events"]] == [log["events"][1]["key"]]
+        negative = await client.post(f"{IT1}/labels/bulk", json={"indices": [first, -1], "label": "unsure"},
+                                     headers=auth("oracle"))
+        assert negative.status_code == 422 and "indices" in negative.text
 
         # a lasso over estimation items: bulk events, blind (no prediction shown), then revealed
         chosen = [i["index"] for i in estimation[:4]]

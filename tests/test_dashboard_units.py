@@ -13,13 +13,13 @@ import httpx
 import numpy as np
 import pytest
 
-from oraculum.dashboard.app import _safe_next, create_app, relative
+from oraculum.dashboard.app import _safe_next, _sse_messages, create_app, query, relative
 from oraculum.dashboard.client import ApiClient, ApiError, error_message
 from oraculum.dashboard.config import DashboardSettings
 from oraculum.dashboard.context import COOKIE, Context
 from oraculum.dashboard.labelling import keymap
 from oraculum.dashboard.performance import parse_csv, votable_bytes
-from oraculum.dashboard.spectra import line_markers
+from oraculum.dashboard.spectra import Neighbours, line_markers
 from oraculum.wavelength import LINES_VACUUM_A, vacuum_to_air
 
 TOKEN = "oracle-token-0123456789abcdef"
@@ -73,6 +73,22 @@ def test_prefix_paths_and_safe_redirects() -> None:
     for hostile in ("https://evil.example/", "//evil.example/oraculum/", "/elsewhere", None, ""):
         assert _safe_next(ctx, hostile) == "/oraculum/"
     assert Context(DashboardSettings(root_path=""), ApiClient("http://api.test")).prefix == "/"
+
+
+def test_location_search_is_decoded_once() -> None:
+    # the login page's ?next= holds a whole quoted address, query string and all
+    assert query("?next=%2Foraculum%2Fe%2Fx%2Flabel%3Fitem%3D3&error=That%20token%20is%20not%20valid.") == {
+        "next": "/oraculum/e/x/label?item=3", "error": "That token is not valid."}
+    assert query("?item=12") == {"item": "12"}
+    assert query(None) == {} and query("") == {} and query("?") == {}
+
+
+def test_event_stream_messages_are_parsed_with_comments_and_odd_data() -> None:
+    lines = [": keepalive", "event: progress", 'data: {"fraction": 0.5}', "", "id: 3", "data: [1,", "data: 2]", "",
+             "event: status", "data: not json", "", "data: {\"phase\": \"Training\"}", "", "event: lonely", ""]
+    assert list(_sse_messages(iter(lines))) == [
+        ("progress", {"fraction": 0.5}), ("message", {"value": [1, 2]}), ("status", {"text": "not json"}),
+        ("message", {"phase": "Training"})]
 
 
 def test_error_messages_of_the_api_are_shown_as_they_are() -> None:
@@ -153,3 +169,29 @@ def test_candidates_csv_and_votable_round_trip() -> None:
     assert empty == {"columns": ["id", "index", "predicted"], "rows": []}
     assert parse_single_table(io.BytesIO(votable_bytes([], empty["columns"], "none"))).to_table().colnames == \
         ["id", "index", "predicted"]
+
+
+def test_nearest_labelled_spectrum_of_each_class_skips_gaps() -> None:
+    # a stand-in API (httpx.MockTransport) with two iterations of labels and flux with gaps (null)
+    flux = {1: [1.0, None, 1.0], 2: [2.0, 2.0, None], 3: [1.1, 5.0, 0.9], 4: [3.0, 3.0, 3.0]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/v1")
+        if path == "/whoami":
+            return httpx.Response(200, json={"name": "olga", "role": "oracle"})
+        if path == "/experiments/x/iterations":
+            return httpx.Response(200, json={"iterations": [{"iteration": 1}, {"iteration": 2}]})
+        if path == "/experiments/x/iterations/1/labels":
+            return httpx.Response(200, json={"labels": {"2": {"label": "a"}, "4": {"label": "b"}}})
+        if path == "/experiments/x/iterations/2/labels":
+            return httpx.Response(200, json={"labels": {"3": {"label": "a"}}})
+        index = int(path.split("/")[-2])
+        return httpx.Response(200, json={"wavelength": [6550.0, 6560.0, 6570.0], "flux": flux[index]})
+
+    this, found = Neighbours(ApiClient("http://api.test", transport=httpx.MockTransport(handle))).nearest(
+        TOKEN, "x", "pool", 1, ["a", "b", "c"])
+    assert this["flux"] == [1.0, None, 1.0]
+    assert found["a"] is not None and found["a"]["index"] == 3 and found["a"]["labelled"] == 2
+    assert found["a"]["rms"] == pytest.approx(np.sqrt((0.1 ** 2 + 0.1 ** 2) / 2))
+    assert found["b"] is not None and found["b"]["index"] == 4 and found["b"]["rms"] == pytest.approx(2.0)
+    assert found["c"] is None

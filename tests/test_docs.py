@@ -43,6 +43,19 @@ def _copy_sources(target: Path) -> None:
         shutil.copy(script, target / "benchmarks" / script.name)
 
 
+def test_a_broken_results_file_is_named_not_a_traceback(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "crds", tmp_path / "crds")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "api.json").write_text('{"benchmark": "api", ')  # cut short, as by a killed benchmark
+    outcome = CliRunner().invoke(main, ["docs", "--check", "--root", str(tmp_path)])
+    assert outcome.exit_code == 1, outcome.output
+    assert "api.json: not a readable JSON results file" in outcome.output and "Traceback" not in outcome.output
+    (results / "api.json").write_text("[1, 2]")
+    outcome = CliRunner().invoke(main, ["docs", "--root", str(tmp_path)])
+    assert outcome.exit_code == 1 and "must hold a JSON object, not list" in outcome.output
+
+
 def test_check_fails_on_a_stale_page_and_says_how_to_regenerate(tmp_path: Path) -> None:
     _copy_sources(tmp_path)
     runner = CliRunner()

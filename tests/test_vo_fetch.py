@@ -226,3 +226,22 @@ def test_a_local_store_key_can_be_the_list(archive: Archive, archive_root: Path,
     missing = parse_vo_spec("urls:store:uploads/nothing.txt")
     with pytest.raises(ValueError, match="no object 'uploads/nothing.txt'"):
         fetch_source(missing, settings)  # type: ignore[arg-type]
+
+
+def test_a_plain_url_is_recognised_from_its_first_bytes_only(archive: Archive, archive_root: Path,
+                                                             settings: Settings) -> None:
+    from oraculum.vo.sources import CLASSIFY_BYTES
+
+    listing = archive_root / "lists" / "many.txt"
+    listing.parent.mkdir(exist_ok=True)
+    listing.write_text("".join(f"{archive.url(f'dr2/spectrum-{n:06d}.fits')}\n" for n in range(6000)))
+    body = listing.read_bytes()
+    assert len(body) > 4 * CLASSIFY_BYTES
+    with HttpClient(RetryPolicy(retries=0)) as http:
+        assert http.get_head(archive.url("lists/many.txt"), 1000) == body[:1000]
+        assert http.get_head(archive.url("lists/many.txt"), 10 * len(body)) == body  # a short body: all of it
+        with pytest.raises(FetchError) as missing:
+            http.get_head(archive.url("lists/absent.txt"), 1000)
+        assert missing.value.status == 404
+    spec = recognise(archive.url("lists/many.txt"), settings)
+    assert spec is not None and spec.kind == "urls"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from oraculum.experiments import iteration_key, list_iterations
 
@@ -116,15 +116,13 @@ async def iterations(state: State, _: Viewer, name: ExperimentName) -> Iteration
 
 @router.get("/iterations/{iteration}/batch", response_model=BatchOut, summary="The batch of one iteration")
 async def batch(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> BatchOut:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     return await build_batch(state, name, iteration)
 
 
 @router.get("/iterations/{iteration}/map", response_model=MapOut, summary="2-D maps (PCA, t-SNE, UMAP) of the batch")
 async def batch_map(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> MapOut:
-    from fastapi import HTTPException
-
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     document = await state.cached(f"map:{name}:{iteration}", 10.0,
                                   lambda: state.read_json(iteration_key(name, iteration, "map")))
     if document is None:
@@ -145,7 +143,7 @@ async def batch_map(state: State, _: Viewer, name: ExperimentName, iteration: It
 @router.get("/iterations/{iteration}/progress", response_model=ProgressOut,
             summary='Labelling progress, e.g. "37 / 100 oracle, 12 / 30 estimation"')
 async def progress(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> ProgressOut:
-    resource = await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    resource = await state.experiment(name)
     batch = await state.batch(name, iteration)
     labels = await state.labels(name, iteration)
     return ProgressOut(**state.progress(name, iteration, batch, labels, await state.submitted(resource, iteration)))

@@ -35,7 +35,8 @@ def _frame(kind: str, data: dict[str, Any], number: int) -> str:
 
 
 async def _status(state: AppState, name: str) -> dict[str, Any] | None:
-    resource = await state.backend.get(EXPERIMENT, name)
+    # one backend read per second for all the streams of an experiment, not one per stream and poll
+    resource = await state.find(EXPERIMENT, name, ttl=1.0)
     if resource is None:
         return None
     status = resource.status or {}
@@ -122,7 +123,6 @@ async def events(state: State, _: Viewer, request: Request, name: ExperimentName
                  max_events: Annotated[int | None, Query(ge=1, le=100_000, description="Stop after this many events.")] = None,
                  timeout: Annotated[float | None, Query(gt=0, le=86_400, description="Stop after this many seconds.")] = None,
                  ) -> StreamingResponse:
-    if await state.backend.get(EXPERIMENT, name) is None:
-        raise HTTPException(404, f"no ActiveLearningExperiment named {name!r}")
+    await state.resource(EXPERIMENT, name)  # 404 before the stream starts
     return StreamingResponse(stream(state, request, name, max_events, timeout), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -10,8 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from oraculum.labels import LabelEvent
-
 from ..deps import ExperimentName, Index, Iteration, Oracle, State, Viewer
 from ..live import LiveUnavailable
 from ..models import (
@@ -34,7 +32,7 @@ _CONFLICT = {409: {"description": "someone else is labelling the item, or the it
 
 @router.get("/labels", response_model=LabelsOut, summary="Current labels of the iteration")
 async def current(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> LabelsOut:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     labels = await state.labels(name, iteration)
     return LabelsOut(experiment=name, iteration=iteration, labels={
         index: CurrentLabelOut(label=e["label"], who=e.get("who"), when=e.get("when"), comment=e.get("comment"),
@@ -46,20 +44,13 @@ async def current(state: State, _: Viewer, name: ExperimentName, iteration: Iter
 async def events(state: State, _: Viewer, name: ExperimentName, iteration: Iteration,
                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> LabelEventsPage:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
-    prefix = state._events_prefix(name, iteration)
-    infos = await state.io(lambda: list(state.store.list(prefix)))
-    page = infos[offset:offset + limit]
-    out = []
-    for info in page:
-        try:
-            event = LabelEvent.model_validate_json(await state.io(state.store.get_bytes, info.key))
-        except KeyError:
-            continue
-        out.append(LabelEventOut(key=info.key, who=event.who, when=event.when.isoformat(), iteration=event.iteration,
-                                 action=event.action, set=event.set, bulk=event.bulk, comment=event.comment,
-                                 items=[item.model_dump(mode="json") for item in event.items]))
-    return LabelEventsPage(experiment=name, iteration=iteration, total=len(infos), offset=offset, events=out)
+    await state.experiment(name)
+    keys = await state.event_keys(name, iteration)
+    out = [LabelEventOut(key=key, who=event.who, when=event.when.isoformat(), iteration=event.iteration,
+                         action=event.action, set=event.set, bulk=event.bulk, comment=event.comment,
+                         items=[item.model_dump(mode="json") for item in event.items])
+           for key, event in await state.read_events(keys[offset:offset + limit])]
+    return LabelEventsPage(experiment=name, iteration=iteration, total=len(keys), offset=offset, events=out)
 
 
 @router.put("/labels/{index}", response_model=LabelAck, status_code=201, responses=_CONFLICT,
@@ -79,14 +70,12 @@ async def clear_label(state: State, principal: Oracle, name: ExperimentName, ite
 @router.post("/labels/bulk", response_model=LabelAck, status_code=201, responses=_CONFLICT,
              summary="Label (or clear) many spectra at once, e.g. a lasso selection on the map")
 async def bulk(state: State, principal: Oracle, name: ExperimentName, iteration: Iteration, body: BulkLabelIn) -> LabelAck:
-    if any(i < 0 for i in body.indices):
-        raise HTTPException(422, "indices must not be negative")
     return LabelAck(**await state.write_labels(principal, name, iteration, body.indices, body.label, body.comment, True))
 
 
 @router.get("/locks", response_model=LocksOut, summary="Who is labelling which item right now")
 async def locks(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> LocksOut:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     try:
         held = await state.live.holders(f"{name}:{iteration}:")
     except LiveUnavailable as error:
@@ -111,7 +100,7 @@ async def claim(state: State, principal: Oracle, name: ExperimentName, iteration
 
 @router.delete("/locks/{index}", status_code=204, summary="Release the caller's claim on an item")
 async def release(state: State, principal: Oracle, name: ExperimentName, iteration: Iteration, index: Index) -> None:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     await state.release(principal, name, iteration, [index])
     await state.publish(name, {"type": "unlock", "iteration": iteration, "index": index, "who": principal.name})
 

@@ -13,8 +13,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from oraculum.manifests import ManifestError, parse_manifest
 
-from ..backend import BackendError, Resource
+from ..backend import Resource
 from ..deps import Admin, ResourceName, State, Viewer, Worker
+from ..live import LiveUnavailable
 from ..models import JobProgress, ManifestIn, ProgressIn, ProgressList, ResourceDetail, ResourceSummary
 from ..state import EXPERIMENT, PPJ, AppState, now_iso
 
@@ -26,10 +27,18 @@ def summary(resource: Resource) -> dict[str, Any]:
     return {
         "kind": resource.kind, "name": resource.name, "namespace": resource.namespace,
         "phase": str(status.get("phase") or "Pending"),
-        "iteration": int(status["iteration"]) if resource.kind == EXPERIMENT and isinstance(status.get("iteration"), int) else (0 if resource.kind == EXPERIMENT else None),
+        "iteration": _iteration(resource.kind, status),
         "message": str(status.get("message") or ""), "created": resource.created,
         "suspended": bool((resource.spec or {}).get("suspend")),
     }
+
+
+def _iteration(kind: str, status: dict[str, Any]) -> int | None:
+    """An experiment's iteration (0 until its status says otherwise); None for other kinds."""
+    if kind != EXPERIMENT:
+        return None
+    iteration = status.get("iteration")
+    return int(iteration) if isinstance(iteration, int) else 0
 
 
 async def detail(state: AppState, resource: Resource) -> ResourceDetail:
@@ -43,8 +52,6 @@ async def detail(state: AppState, resource: Resource) -> ResourceDetail:
 
 
 async def _progress(state: AppState, kind: str, name: str) -> list[JobProgress]:
-    from ..live import LiveUnavailable
-
     try:
         raw = await state.live.progress(f"{kind}:{name}")
     except LiveUnavailable:
@@ -108,10 +115,7 @@ def resource_router(kind: str, plural: str, tag: str) -> APIRouter:
                 and manifest.metadata.namespace != getattr(state.backend, "namespace", None):
             raise HTTPException(422, f"metadata.namespace must be {getattr(state.backend, 'namespace', None)!r} "
                                      "(the API's namespace) or absent")
-        try:
-            created = await state.backend.create(manifest)
-        except BackendError as error:
-            raise HTTPException(error.status, error.message) from None
+        created = await state.backend.create(manifest)  # a BackendError is answered by the app's handler
         state.forget(f"resource:{kind}:{created.name}")
         await state.publish(created.name, {"type": "created", "kind": kind, "name": created.name})
         return await detail(state, created)
@@ -121,10 +125,7 @@ def resource_router(kind: str, plural: str, tag: str) -> APIRouter:
         return await detail(state, await state.resource(kind, name))
 
     async def _suspend(state: AppState, name: str, value: bool) -> ResourceDetail:
-        try:
-            resource = await state.backend.set_suspend(kind, name, value)
-        except BackendError as error:
-            raise HTTPException(error.status, error.message) from None
+        resource = await state.backend.set_suspend(kind, name, value)
         state.forget(f"resource:{kind}:{name}")
         await state.publish(name, {"type": "suspended" if value else "resumed", "kind": kind, "name": name})
         return await detail(state, resource)
@@ -140,10 +141,7 @@ def resource_router(kind: str, plural: str, tag: str) -> APIRouter:
     @router.delete("/{name}", status_code=204, response_class=Response,
                    summary=f"Delete a {noun} (its data in the store stays)")
     async def delete(state: State, _: Admin, name: ResourceName) -> Response:
-        try:
-            await state.backend.delete(kind, name)
-        except BackendError as error:
-            raise HTTPException(error.status, error.message) from None
+        await state.backend.delete(kind, name)
         state.forget(f"resource:{kind}:{name}")
         await state.publish(name, {"type": "deleted", "kind": kind, "name": name})
         return Response(status_code=204)
@@ -151,8 +149,6 @@ def resource_router(kind: str, plural: str, tag: str) -> APIRouter:
     @router.post("/{name}/progress", response_model=JobProgress, status_code=202,
                  summary="Report the progress of a running Job (worker token)")
     async def report_progress(state: State, principal: Worker, name: ResourceName, body: ProgressIn) -> JobProgress:
-        from ..live import LiveUnavailable
-
         await state.resource(kind, name, ttl=5.0)
         fraction = None
         if body.done is not None and body.total:

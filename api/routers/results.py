@@ -17,7 +17,7 @@ router = APIRouter(prefix="/experiments/{name}", tags=["results"])
 @router.get("/iterations/{iteration}/metrics", response_model=MetricsOut,
             summary="Estimates with intervals of an evaluated iteration (metrics.json)")
 async def metrics(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> MetricsOut:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     document = await state.read_json(iteration_key(name, iteration, "metrics"))
     if document is None:
         raise HTTPException(404, f"iteration {iteration} of experiment {name!r} is not evaluated (yet)")
@@ -26,7 +26,7 @@ async def metrics(state: State, _: Viewer, name: ExperimentName, iteration: Iter
 
 @router.get("/curves", response_model=CurvesOut, summary="Precision estimate with interval and labels, per iteration")
 async def curves(state: State, _: Viewer, name: ExperimentName) -> CurvesOut:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     points = []
     for k in await state.io(list_iterations, state.store, name):
         document = await state.read_json(iteration_key(name, k, "metrics"))
@@ -47,7 +47,7 @@ async def curves(state: State, _: Viewer, name: ExperimentName) -> CurvesOut:
 
 
 async def _download(state: State, name: str, iteration: int, artifact: str, media_type: str) -> Response:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     key = iteration_key(name, iteration, artifact)
     try:
         data = await state.io(state.store.get_bytes, key)

@@ -152,7 +152,7 @@ async def share_spectrum(request: Request, state: State, _: Viewer, dataset: Dat
             summary="A signed link to the candidates VOTable for SAMP tools (TOPCAT), with its table.load.votable message")
 async def share_candidates(request: Request, state: State, _: Viewer, name: ExperimentName, iteration: Iteration,
                            seconds: Seconds = None) -> ShareOut:
-    await state.resource("ActiveLearningExperiment", name, ttl=1.0)
+    await state.experiment(name)
     if not await state.io(state.store.exists, iteration_key(name, iteration, "candidates_vot")):
         raise HTTPException(404, f"iteration {iteration} of experiment {name!r} has no candidates (a cold start has "
                                  "no model, or the iteration has not run)")

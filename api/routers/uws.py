@@ -30,7 +30,6 @@ from fastapi.responses import PlainTextResponse, RedirectResponse
 
 from oraculum.manifests import API_VERSION, ManifestError, parse_manifest
 
-from ..backend import BackendError
 from ..deps import Admin, ExperimentName, Iteration, ResourceName, State, Viewer
 from ..models import NAME_PATTERN
 from ..state import AppState
@@ -318,10 +317,7 @@ async def create_preprocessing(state: State, principal: Admin, request: Request)
             and manifest.metadata.namespace != getattr(state.backend, "namespace", None):
         raise HTTPException(400, f"parameter MANIFEST: metadata.namespace must be "
                                  f"{getattr(state.backend, 'namespace', None)!r} (the API's namespace) or absent")
-    try:
-        created = await state.backend.create(manifest)
-    except BackendError as error:
-        raise HTTPException(error.status, error.message) from None
+    created = await state.backend.create(manifest)  # a BackendError is answered by the app's handler
     record = UwsRecord(list="preprocessing", name=created.name, uid=created.uid, owner=principal.name, run_id=run_id,
                        requests=[UwsRequest(phase="RUN" if run else "CREATE", at=utc_now(), by=principal.name)])
     await PREPROCESSING.save(state, record)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
+from oraculum.datasets import sha256_file
 from oraculum.store import KeyNotFound, ObjectStore, StoreError
 from oraculum.vo.datalink import LinkChooser, Product, ServiceDescriptor, resolve_document, resolve_ids
 from oraculum.vo.plan import PlanItem
@@ -120,18 +121,17 @@ def read_records(store: ObjectStore, state_prefix: str) -> dict[str, ItemRecord]
 
 
 def _stored_sha256(store: ObjectStore, key: str) -> str | None:
-    digest = hashlib.sha256()
+    """The sha256 of a stored file (read in place when the store is local), None when it is gone."""
     path = store.local_path(key)
     try:
-        if path is not None:
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-        else:
-            digest.update(store.get_bytes(key))
+        return sha256_file(path) if path is not None else hashlib.sha256(store.get_bytes(key)).hexdigest()
     except (KeyNotFound, FileNotFoundError):
         return None
-    return digest.hexdigest()
+
+
+def _same_content(sha: str, owner: str) -> str:
+    """The reason recorded for a duplicate: which stored file has its content."""
+    return f"same content (sha256 {sha[:12]}) as {owner}"
 
 
 class _Owners:
@@ -248,7 +248,7 @@ class _Run:
             if not won:
                 assert displaced is not None
                 self.record(ItemRecord(**base, status="duplicate", duplicate_of=displaced[1],
-                                       reason=f"same content (sha256 {download.sha256[:12]}) as {displaced[1]}"))
+                                       reason=_same_content(download.sha256, displaced[1])))
                 return
             self.store.put_file(item.key, download.path)
         finally:
@@ -259,7 +259,7 @@ class _Run:
             if owner[1] != item.key:  # an earlier row with the same content arrived while we wrote
                 victims = [item.key]
                 self.records[item.key] = ItemRecord(**base, status="duplicate", duplicate_of=owner[1],
-                                                    reason=f"same content (sha256 {download.sha256[:12]}) as {owner[1]}")
+                                                    reason=_same_content(download.sha256, owner[1]))
             else:
                 self.records[item.key] = ItemRecord(**base, status="fetched")
                 if displaced is not None:  # later rows with this content that finished first give way
@@ -268,7 +268,7 @@ class _Run:
                     for key in victims:
                         self.records[key] = ItemRecord(**{**asdict(self.records[key]), "status": "duplicate",
                                                           "duplicate_of": item.key,
-                                                          "reason": f"same content (sha256 {download.sha256[:12]}) as {item.key}"})
+                                                          "reason": _same_content(download.sha256, item.key)})
             done = len(self.records)
         for key in victims:
             self.store.delete(key)

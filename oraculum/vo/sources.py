@@ -29,11 +29,15 @@ if TYPE_CHECKING:
 # --- recognising plain URLs and files by their content -----------------------------------------
 
 
+#: Bytes of a document that :func:`classify` looks at.
+CLASSIFY_BYTES = 65536
+
+
 def classify(data: bytes) -> Kind | None:
     """votable, index (HTML), urls (a text list of URLs) or None, from a document's first bytes."""
     from oraculum.vo.listing import looks_like_html
 
-    head = data[:65536].lstrip(b"\xef\xbb\xbf \t\r\n")
+    head = data[:CLASSIFY_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"<") and b"<VOTABLE" in head[:8192].upper():
         return "votable"
     if looks_like_html(head):
@@ -58,7 +62,7 @@ def recognise(spec: str, settings: Settings | None = None) -> VOSpec | None:
 
         with HttpClient(RetryPolicy(retries=2, timeout=60)) as http:
             try:
-                data = http.get_bytes(spec, limit=512 * 1024**2)
+                data = http.get_head(spec, CLASSIFY_BYTES)
             except FetchError as error:
                 raise VOSourceError(f"source {spec}: cannot fetch it to see what it is: {error.reason}") from None
         kind = classify(data)
@@ -71,7 +75,7 @@ def recognise(spec: str, settings: Settings | None = None) -> VOSpec | None:
     path = Path(spec.removeprefix("file://")).expanduser()
     if "://" not in spec.removeprefix("file://") and path.is_file():
         with open(path, "rb") as handle:
-            kind = classify(handle.read(65536))
+            kind = classify(handle.read(CLASSIFY_BYTES))
         if kind is not None:
             return parse_vo_spec(f"{kind}:{path.resolve()}")
     return None

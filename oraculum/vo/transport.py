@@ -185,6 +185,24 @@ class HttpClient:
 
         return self._attempts(url, once)
 
+    def get_head(self, url: str, size: int) -> bytes:
+        """The first ``size`` bytes of ``url`` (fewer if the body is shorter): enough to see what a
+        document is without transferring all of it (an SSAP answer or an index page may be large,
+        and it is read in full once more when its plan is made)."""
+        def once() -> bytes:
+            with self._client.stream("GET", url) as response:
+                problem = _status_problem(response)
+                if problem is not None:
+                    raise problem
+                head = bytearray()
+                for chunk in response.iter_bytes(min(size, 1 << 16)):
+                    head += chunk
+                    if len(head) >= size:
+                        break
+                return bytes(head[:size])
+
+        return self._attempts(url, once)
+
     def download(self, url: str, params: Params = None, *, directory: str | None = None) -> Download:
         """Stream ``url`` into a temporary file, hashing as it goes; the caller deletes the file.
 

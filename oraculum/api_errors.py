@@ -1,0 +1,26 @@
+"""The message of an oraculum API error, for every client of the API (notebooks, the dashboard).
+
+Kept apart from :mod:`oraculum.client` so that a caller which only needs the message (the
+dashboard's server, at start-up) does not import numpy and astropy with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["detail_message"]
+
+
+def detail_message(detail: Any, fallback: str) -> str:
+    """A one-line message from the ``detail`` of an API error: its message (with who holds the
+    items of a 409 claim conflict), the fields and reasons of a validation error, or ``fallback``."""
+    if isinstance(detail, dict):
+        text = str(detail.get("message") or detail)
+        holders = detail.get("holders")
+        if holders:
+            text += ": " + ", ".join(f"#{index} by {who}" for index, who in list(holders.items())[:5])
+        return text
+    if isinstance(detail, list):  # pydantic validation errors: where and what
+        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
+                         for e in detail[:5] if isinstance(e, dict)) or fallback
+    return str(detail) if detail is not None else fallback
