@@ -1,4 +1,5 @@
-"""The FastAPI application: ``create_app()`` (uvicorn's factory) and ``serve()`` (``oraculum serve api``).
+"""The FastAPI application: ``create_app()``, ``create_served_app()`` (uvicorn's factory for worker
+processes) and ``serve()`` (``oraculum serve api``).
 
 Everything is under ``/api/v1`` (OpenAPI at ``/docs`` and ``/openapi.json``), except the probes
 and metrics at ``/healthz``, ``/readyz`` and ``/metrics``. Behind an ingress path prefix set
@@ -28,6 +29,7 @@ from oraculum.store import KeyNotFound, ObjectStore, StoreError, open_store
 
 from .auth import TokenEntry, TokenTable
 from .backend import Backend, BackendError, open_backend
+from .collector import freeze_startup_objects
 from .limits import BodyLimitMiddleware
 from .live import Live, LiveUnavailable, open_live
 from .metrics import Metrics, MetricsMiddleware
@@ -49,8 +51,11 @@ Authenticate with `Authorization: Bearer <token>`. Roles: **viewer** reads, **or
 
 
 def create_app(settings: Settings | None = None, *, store: ObjectStore | None = None, backend: Backend | None = None,
-               live: Live | None = None, tokens: TokenTable | None = None) -> FastAPI:
-    """The gateway, configured from ``settings`` (default: ``ORACULUM_*``); parts can be given (tests)."""
+               live: Live | None = None, tokens: TokenTable | None = None, served: bool = False) -> FastAPI:
+    """The gateway, configured from ``settings`` (default: ``ORACULUM_*``); parts can be given (tests).
+
+    ``served``: this process only serves this app (``oraculum serve api``), so its start-up
+    objects are frozen out of the garbage collector's reach (see :mod:`oraculum.api.collector`)."""
     settings = settings or get_settings()
     tokens = tokens if tokens is not None else TokenTable.from_settings(settings)
     if not len(tokens):
@@ -60,6 +65,8 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if served:
+            _log_like_uvicorn()
         the_store = store or open_store(settings=settings)
         state = AppState(settings, the_store, backend or open_backend(settings, the_store), live or open_live(settings.redis_url),
                          tokens, metrics)
@@ -67,6 +74,8 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
         runner = _start_runner(settings, state, runner_stop)
         log.info("oraculum API %s: store %s, backend %s, live state %s", __version__, the_store.url,
                  state.backend.name, state.live.kind)
+        if served:
+            freeze_startup_objects()
         try:
             yield
         finally:
@@ -184,6 +193,23 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return out
 
 
+def _log_like_uvicorn() -> None:
+    """Let the gateway's own log lines (``oraculum.*``) out, at uvicorn's level and in its format:
+    uvicorn configures only its own loggers, so without this they reached no handler."""
+    logger = logging.getLogger("oraculum")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.getLogger("uvicorn.error").getEffectiveLevel())
+
+
+def create_served_app() -> FastAPI:
+    """uvicorn's factory for each worker process of ``oraculum serve api --workers N``."""
+    return create_app(served=True)
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info") -> None:
     """Run the gateway with uvicorn (blocks)."""
     import uvicorn
@@ -200,7 +226,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         if not settings.api_share_secret:  # one key for all workers, or a link signed by one fails in another
             settings = settings.model_copy(update={"api_share_secret": secrets.token_urlsafe(32)})
         os.environ.update(worker_environment(settings))  # flags too, not only what came from the environment
-        uvicorn.run("oraculum.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("oraculum.api.app:create_served_app", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, proxy_headers=True)
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, proxy_headers=True)
+    uvicorn.run(create_app(settings, served=True), host=host, port=port, log_level=log_level, proxy_headers=True)

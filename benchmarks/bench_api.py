@@ -23,6 +23,12 @@ scenarios: 50 people labelling at once is already far more than a research group
 loop of 50 clients measures throughput, not what one person waits. Closed-loop latencies are
 reported too (and judged against the same bounds as ``saturated_*``), never hidden.
 
+moto runs under benchmarks/moto_nogc.py, with its cyclic garbage collector off: its full
+collections otherwise paused every S3 request for 20-100 ms a few times a minute, a cost of the
+stand-in, not of MinIO (``--stock-moto`` measures plain ``moto_server``; moto's memory at the end
+is recorded). The API itself freezes its start-up objects out of its collector's reach
+(:mod:`oraculum.api.collector`), which cut its own full collections from about 110 ms to 10-20 ms.
+
 Baselines in the same run: bare S3 PUTs of a label-event-sized object from the same minio client
 (one at a time, and paced like the oracles) are the floor of a durable label write; ``--baseline
 REF`` also runs every scenario against the API of an older commit (exported with ``git archive``,
@@ -134,6 +140,17 @@ def cpu_seconds(pid: int) -> float:
     for member in family:
         total += stats.get(member, (0, 0.0))[1]
     return total
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process (MiB), or None when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -315,12 +332,15 @@ def rows_of(kind: str, mode: str, found: Measured, args: argparse.Namespace) -> 
 
 
 @contextmanager
-def services(work: Path) -> Iterator[tuple[str, int, dict[str, int]]]:
-    """The moto S3 server and redis-server: (S3 endpoint, Redis port, their pids)."""
+def services(work: Path, stock_moto: bool) -> Iterator[tuple[str, int, dict[str, int]]]:
+    """The moto S3 server and redis-server: (S3 endpoint, Redis port, their pids). Unless
+    ``stock_moto``, moto runs under benchmarks/moto_nogc.py (it says why)."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         s3_port, redis_port = free_port(), free_port()
-        moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+        launcher = ([str(Path(sys.executable).parent / "moto_server")] if stock_moto
+                    else [sys.executable, str(ROOT / "benchmarks" / "moto_nogc.py")])
+        moto = subprocess.Popen([*launcher, "-H", "127.0.0.1", "-p", str(s3_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(moto)
         redis_binary = shutil.which("redis-server")
@@ -424,6 +444,9 @@ def main() -> None:
     parser.add_argument("--spectra", type=int, default=600, help="Synthetic spectra in the pool.")
     parser.add_argument("--baseline", default=None, metavar="REF",
                         help="Also measure the API of this git commit (e.g. HEAD) in the same run, for ratios.")
+    parser.add_argument("--stock-moto", action="store_true",
+                        help="Run plain moto_server, with its cyclic garbage collector (benchmarks/moto_nogc.py says why "
+                             "it is off by default).")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where to write the results JSON.")
     args = parser.parse_args()
     try:
@@ -448,7 +471,7 @@ def run_all(args: argparse.Namespace, worker_counts: list[int],
     try:
         print(f"building the synthetic world ({args.spectra} spectra, a cold-start batch of 100) ...", flush=True)
         build_world(work / "world", args.spectra)
-        with services(work) as (endpoint, redis_port, pids):
+        with services(work, args.stock_moto) as (endpoint, redis_port, pids):
             from oraculum.settings import Settings
 
             print("floor: bare S3 PUTs and Redis PINGs, one at a time ...", flush=True)
@@ -488,6 +511,7 @@ def run_all(args: argparse.Namespace, worker_counts: list[int],
                     **loadgen.summary(floor_slices.tally.latencies.get("bare S3 PUT", []),
                                       floor_slices.tally.errors.get("bare S3 PUT", {}), floor_slices.elapsed),
                     "load_average_1min_per_slice": floor_slices.load}
+                floors["moto_rss_mib"] = rss_mib(pids["moto"])
             finally:
                 bare.close()
                 for api in servers.values():
@@ -500,6 +524,7 @@ def run_all(args: argparse.Namespace, worker_counts: list[int],
 def write_results(args: argparse.Namespace, worker_counts: list[int], floors: dict[str, Any],
                   measured: dict[str, dict[str, dict[str, Any]]], load_start: list[float]) -> None:
     """Print the tables and the targets; write the results JSON with ratios, hardware and load."""
+    moto_rss = floors.pop("moto_rss_mib", None)
     paced_floor = floors["bare S3 PUT (paced)"]
     print(f"\nfloor: bare S3 PUT ({EVENT_BYTES} B) one at a time p50 {floors['bare S3 PUT']['p50_ms']} ms, "
           f"p99 {floors['bare S3 PUT']['p99_ms']} ms; paced like the oracles p50 {paced_floor.get('p50_ms')} ms, "
@@ -535,6 +560,10 @@ def write_results(args: argparse.Namespace, worker_counts: list[int], floors: di
                                                        floors["bare S3 PUT"]["p50_ms"]),
         "paced_label_write_p99_vs_paced_bare_put_p99": ratio(get("label write (paced)", "p99_ms"),
                                                              paced_floor.get("p99_ms")),
+        "s3_server": ("moto_server, stock" if args.stock_moto else
+                      "moto_server via benchmarks/moto_nogc.py: its cyclic garbage collector off (its full collections "
+                      "paused it 20-100 ms; MinIO, in production, is a Go server)"),
+        "moto_rss_mib": moto_rss,
         "load_generator": "benchmarks/loadgen.py: one asyncio process (uvloop), h11, one keep-alive connection per "
                           "client; its CPU per request is in each row (cpu_ms_per_request)",
         "other_servers": {label: found for label, found in measured.items() if label != primary},

@@ -207,6 +207,14 @@ def _api(stem: str, data: dict[str, Any], usage: str) -> Summary:
         summary.title = summary.title.replace("50 concurrent clients", f"{clients} concurrent clients")
     if data.get("synthetic_data"):
         summary.notes.append("Synthetic data (a synthetic pool and a cold-start batch).")
+    if data.get("s3_server"):
+        memory = f" (resident memory at the end: {num(data['moto_rss_mib'])} MiB)" if data.get("moto_rss_mib") else ""
+        summary.notes.append(f"S3 server: {data['s3_server']}{memory}.")
+    paced_floor = (data.get("floor") or {}).get("bare S3 PUT (paced)") or {}
+    if paced_floor.get("p99_ms") is not None:
+        summary.notes.append(f"Floor of a durable label write, in the same run: bare {paced_floor.get('bytes', '')} B S3 PUTs "
+                             f"paced like the oracles, p50 {num(paced_floor.get('p50_ms'))} ms, "
+                             f"p99 {num(paced_floor.get('p99_ms'))} ms.")
     return summary
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -246,14 +247,15 @@ def test_several_workers_need_redis_and_no_local_runner() -> None:
 @pytest.mark.slow
 def test_two_workers_get_the_flags_of_the_command_line(local_store: Path, redis_server: RedisServer,  # noqa: F811
                                                        tmp_path: Path) -> None:
-    """--redis-url given as a flag (not in the environment) reaches both worker processes."""
+    """--redis-url given as a flag (not in the environment) reaches both worker processes, and
+    each served worker freezes its start-up objects out of the garbage collector's reach."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORACULUM_")}
     env.update(ORACULUM_API_TOKENS=TOKEN_LIST, ORACULUM_API_BACKEND="local", ORACULUM_CACHE_DIR=str(tmp_path / "cache"))
     log = open(tmp_path / "api.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "oraculum.cli", "--store", str(local_store), "serve", "api",
                                 "--port", str(port), "--workers", "2", "--redis-url", redis_server.url,
-                                "--log-level", "warning"], env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
+                                "--log-level", "info"], env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port, timeout=60, process=process)
         kinds = set()
@@ -273,6 +275,21 @@ def test_two_workers_get_the_flags_of_the_command_line(local_store: Path, redis_
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+    frozen = re.findall(r"froze (\d+) start-up objects", (tmp_path / "api.log").read_text())
+    assert len(frozen) == 2 and all(int(n) > 10_000 for n in frozen), frozen
+
+
+def test_an_app_built_in_process_leaves_the_garbage_collector_alone(local_store: Path) -> None:  # noqa: F811
+    """Only ``oraculum serve api`` freezes objects (they would never be freed): an app made by
+    create_app(), as in tests and notebooks, does not."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    before = gc.get_freeze_count()
+    with TestClient(create_app(settings_for(local_store))) as client:
+        assert client.get("/healthz").status_code == 200
+    assert gc.get_freeze_count() == before
 
 
 def labelled_index(client: httpx.Client) -> int:

@@ -196,6 +196,7 @@ def test_helm_4_renders_and_lints_too(tmp_path: Path) -> None:
 
 BAD_VALUES = [
     ({"api": {"replicaCount": -1}}, "replicaCount"),
+    ({"api": {"workers": 0}}, "workers"),
     ({"dashboard": {"replicaCount": "two"}}, "replicaCount"),
     ({"operator": {"scope": "everywhere"}}, "scope"),
     ({"operator": {"namespaces": ["Not_A_Namespace"]}}, "namespaces"),
@@ -232,7 +233,8 @@ def test_schema_rejects_bad_values_naming_the_field(helm: Path, tmp_path: Path, 
 
 TEMPLATE_CHECKS = [
     ({"minio": {"enabled": False}, "externalS3": {"endpoint": "https://s3.example.org"}}, "externalS3.existingSecret"),
-    ({"redis": {"enabled": False}, "api": {"replicaCount": 3}}, "needs Redis"),
+    ({"redis": {"enabled": False}, "api": {"replicaCount": 3}}, "api.replicaCount > 1 needs Redis"),
+    ({"redis": {"enabled": False}, "api": {"workers": 2}}, "api.workers > 1 needs Redis"),
     ({"operator": {"serviceAccount": {"create": False}}}, "operator.serviceAccount.name is required"),
     ({"auth": {"tokens": [{"name": "a", "role": "admin"}, {"name": "a", "role": "viewer"}]}}, "more than once"),
 ]
@@ -551,7 +553,7 @@ def test_operator_api_and_dashboard_run_the_contracted_commands(rendered: dict[s
     assert container["args"][:3] == ["operator", "--liveness", "http://0.0.0.0:8080/healthz"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     api = pod_spec(one(docs, "Deployment", "-api"))["containers"][0]
-    assert api["args"] == ["serve", "api", "--host", "0.0.0.0", "--port", "8000"]
+    assert api["args"] == ["serve", "api", "--host", "0.0.0.0", "--port", "8000", "--workers", "1"]
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz" and api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     dashboard = pod_spec(one(docs, "Deployment", "-dashboard"))["containers"][0]
     assert dashboard["args"] == ["serve", "dashboard", "--host", "0.0.0.0", "--port", "8050"]

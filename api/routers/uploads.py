@@ -31,8 +31,9 @@ UploadId = Annotated[str, Path(pattern=ID_PATTERN, description="The upload's id 
 _RESUME = {409: {"description": "not where the server is: `detail.received` is the offset to continue from"}}
 
 
-def get_uploads(request: Request) -> Uploads:
-    """One :class:`Uploads` per application state (its locks serialise calls of one session)."""
+async def get_uploads(request: Request) -> Uploads:
+    """One :class:`Uploads` per application state (its locks serialise calls of one session).
+    ``async`` only so that FastAPI calls it on the event loop, not on a worker thread."""
     state = get_state(request)
     service: Uploads | None = getattr(request.app.state, "uploads", None)
     if service is None or service.store is not state.store:

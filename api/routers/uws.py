@@ -337,11 +337,12 @@ async def create_iteration(_: Admin) -> Response:
 # --- one job: the same routes for both lists ------------------------------------------------------
 
 
-def _ppj_key(name: ResourceName) -> JobKey:
+# async: plain functions as dependencies would each cost a hop to a worker thread
+async def _ppj_key(name: ResourceName) -> JobKey:
     return JobKey(name)
 
 
-def _iteration_key(experiment: ExperimentName, iteration: Iteration) -> JobKey:
+async def _iteration_key(experiment: ExperimentName, iteration: Iteration) -> JobKey:
     return JobKey(experiment, iteration)
 
 

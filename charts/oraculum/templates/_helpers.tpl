@@ -322,6 +322,9 @@ capabilities:
 {{- if and (gt (int .Values.api.replicaCount) 1) (not (include "oraculum.redisSecret" .)) }}
 {{- fail "api.replicaCount > 1 needs Redis for shared live state: set redis.enabled, externalRedis.url or externalRedis.existingSecret" }}
 {{- end }}
+{{- if and (gt (int .Values.api.workers) 1) (not (include "oraculum.redisSecret" .)) }}
+{{- fail "api.workers > 1 needs Redis for shared live state: set redis.enabled, externalRedis.url or externalRedis.existingSecret" }}
+{{- end }}
 {{- $seen := dict }}
 {{- range .Values.auth.tokens }}
 {{- if hasKey $seen .name }}
