@@ -42,11 +42,6 @@ class LiveUnavailable(Exception):
     """Redis cannot be reached; the message says what was tried."""
 
 
-def labelled_counts(event: dict[str, Any]) -> dict[str, int] | None:
-    """The counts :meth:`Live.merge_labels` added to an event it published (removed from it)."""
-    return event.pop("_labelled", None)
-
-
 def _newer(old: Entry | None, new: Entry) -> bool:
     return old is None or str(old.get("v", "")) < str(new.get("v", ""))
 
@@ -70,7 +65,7 @@ class Live(abc.ABC):
         In the same step (one round trip: a label write needs no other), release ``who``'s claims
         on the lock keys ``release``, count the labelled spectra (not tombstones) of each sample
         named in ``count`` by the entries' ``set``, and publish ``event`` on the experiment's
-        channel with those counts as ``_labelled`` (see :func:`labelled_counts`). Returns the
+        channel with those counts as ``_labelled`` (see :meth:`oraculum.api.state.AppState.finish_event`). Returns the
         counts, or None when the cache is not complete (then only a rebuild from the store knows
         them, and nothing is published)."""
 
@@ -97,7 +92,7 @@ class Live(abc.ABC):
     @abc.abstractmethod
     async def holders(self, prefix: str) -> dict[str, tuple[str, float]]:
         """Claims whose key starts with ``prefix`` (a lock key up to its last ``:``, e.g. the
-        ``experiment:iteration:`` of :meth:`oraculum.api.state.AppState.lock_key`): key -> (holder,
+        :meth:`oraculum.api.state.AppState.lock_prefix`, ``experiment:iteration:``): key -> (holder,
         seconds left)."""
 
     async def labels_and_holders(self, experiment: str, iteration: int, prefix: str,

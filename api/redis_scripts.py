@@ -3,7 +3,7 @@
 Why scripts: a label write used to cost six Redis round trips (claim, release, merge, a check that
 the cache is complete, HGETALL of every label of the iteration, publish) and parsing one reply per
 field of the hash in Python; on two shared cores each round trip costs ~0.3 ms of the API's CPU.
-Now a write is claim, :data:`COMMIT` (release + merge + labelled counts) and publish, and a full
+Now a write is claim and :data:`COMMIT` (release + merge + labelled counts + publish), and a full
 read is :data:`SNAPSHOT` (one JSON document instead of two replies per label).
 
 Keys (``<p>`` is the prefix, ``oraculum`` by default; one standalone Redis, not Redis Cluster):

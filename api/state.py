@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -38,7 +39,7 @@ from oraculum.store import KeyNotFound, ObjectStore
 from .auth import Principal, TokenTable
 from .backend import Backend, Resource
 from .cache import TtlCache
-from .live import Entry, Live, LiveUnavailable, labelled_counts
+from .live import Entry, Live, LiveUnavailable
 from .metrics import Metrics
 from .spectra_cache import ShardCache
 
@@ -138,10 +139,8 @@ class AppState:
             document = await self.read_json(iteration_key(experiment, iteration, "batch"))
             if document is not None:
                 document["_by_index"] = {int(item["index"]): item for item in document.get("items", [])}
-                totals = {"oracle": 0, "estimation": 0}
-                for item in document["_by_index"].values():
-                    totals[item.get("set", "oracle")] = totals.get(item.get("set", "oracle"), 0) + 1
-                document["_totals"] = totals
+                document["_totals"] = {"oracle": 0, "estimation": 0, **Counter(
+                    item.get("set", "oracle") for item in document["_by_index"].values())}
             return document
 
         document = await self.cached(f"batch:{experiment}:{iteration}", 10.0, load)
@@ -240,12 +239,13 @@ class AppState:
         """Current labels (as :meth:`labels`) and who holds which item, in one round trip when the
         cache is complete; no claims are shown when the live state cannot be reached."""
         try:
-            cached, held = await self.live.labels_and_holders(experiment, iteration, f"{experiment}:{iteration}:")
+            prefix = self.lock_prefix(experiment, iteration)
+            cached, held = await self.live.labels_and_holders(experiment, iteration, prefix)
         except LiveUnavailable:
             return await self.labels(experiment, iteration), {}
         if cached is None:
             cached = await self.labels(experiment, iteration)
-        return cached, {int(key.rsplit(":", 1)[1]): who for key, (who, _) in held.items()}
+        return cached, {self.lock_index(key): who for key, (who, _) in held.items()}
 
     async def in_batch_samples(self, experiment: str, iteration: int, entries: dict[int, Entry]) -> None:
         """Make each cache entry name the sample its spectrum belongs to in the batch (``set``),
@@ -272,17 +272,18 @@ class AppState:
 
     @classmethod
     def finish_event(cls, experiment: str, event: dict[str, Any]) -> dict[str, Any]:
-        """A published event as dashboards get it: a label event that the live state published
-        with its counts (:meth:`Live.merge_labels`, in the same round trip as the write) gets
-        its progress here."""
-        labelled = labelled_counts(event)
-        totals = event.pop("_totals", None)
-        submitted = bool(event.pop("_submitted", False))
-        if labelled is not None and isinstance(totals, dict):
-            event["progress"] = cls.progress_document(
+        """A published event as dashboards get it, without its private ``_`` fields: a label event
+        that the live state published with its counts (``_labelled``, :meth:`Live.merge_labels`, in
+        the same round trip as the write) gets its progress here. A copy: the in-process live state
+        hands the same dict to every subscriber."""
+        shown = public_fields(event)
+        labelled, totals = event.get("_labelled"), event.get("_totals")
+        if isinstance(labelled, dict) and isinstance(totals, dict):
+            shown["progress"] = cls.progress_document(
                 experiment, int(event.get("iteration") or 0),
-                {name: [int(labelled.get(name, 0)), int(total)] for name, total in totals.items()}, submitted)
-        return event
+                {name: [int(labelled.get(name, 0)), int(total)] for name, total in totals.items()},
+                bool(event.get("_submitted")))
+        return shown
 
     @staticmethod
     def progress_document(experiment: str, iteration: int, counts: dict[str, list[int]], submitted: bool) -> dict[str, Any]:
@@ -302,8 +303,18 @@ class AppState:
     # -- writing labels ----------------------------------------------------------------------------
 
     @staticmethod
-    def lock_key(experiment: str, iteration: int, index: int) -> str:
-        return f"{experiment}:{iteration}:{index}"
+    def lock_prefix(experiment: str, iteration: int) -> str:
+        """What the lock keys of an iteration's items start with (:meth:`Live.holders` lists them)."""
+        return f"{experiment}:{iteration}:"
+
+    @classmethod
+    def lock_key(cls, experiment: str, iteration: int, index: int) -> str:
+        return f"{cls.lock_prefix(experiment, iteration)}{index}"
+
+    @staticmethod
+    def lock_index(key: str) -> int:
+        """The batch index a :meth:`lock_key` names."""
+        return int(key.rsplit(":", 1)[1])
 
     async def open_iteration(self, experiment: str, iteration: int) -> tuple[Resource, dict[str, Any]]:
         """The experiment and batch of an iteration that may be labelled (409 when not current)."""
@@ -404,8 +415,7 @@ class AppState:
                 progress = self.progress_document(
                     experiment, iteration, {name: [counts[name], total] for name, total in totals.items()}, submitted)
         if counts is None:  # not published with the merge
-            await self.publish(experiment, {key: value for key, value in published.items() if not key.startswith("_")}
-                               | {"progress": progress})
+            await self.publish(experiment, public_fields(published) | {"progress": progress})
         ack = {
             "experiment": experiment, "iteration": iteration, "indices": indices, "label": label, "action": action,
             "bulk": bulk, "who": principal.name, "when": when.isoformat(), "events": keys, "progress": progress,
@@ -457,6 +467,11 @@ class AppState:
         await self.live.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.shards.close()
+
+
+def public_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """An event without the fields only the gateway reads (named ``_...``)."""
+    return {key: value for key, value in event.items() if not key.startswith("_")}
 
 
 def event_entries(key: str, event: LabelEvent) -> dict[int, Entry]:

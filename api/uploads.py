@@ -228,9 +228,11 @@ class Uploads:
         return tempfile.TemporaryDirectory(prefix="oraculum-upload-", dir=self.tmp_dir)
 
     def _load(self, key: str) -> Session | None:
+        """The session document under ``key``; None when there is none or it is unreadable (a
+        damaged document is replaced when the file is declared again, not answered with a 500)."""
         try:
             return Session.from_json(self.store.get_bytes(key))
-        except KeyNotFound:
+        except (KeyNotFound, ValueError, TypeError):
             return None
 
     def _session(self, upload_id: str) -> Session:

@@ -26,7 +26,7 @@ from oraculum.experiments import iteration_key, iteration_prefix
 from .auth import Principal
 from .backend import BackendError, Resource
 from .state import EXPERIMENT, PPJ, AppState
-from .uws_jobs import Links, iteration_view, parse_time, preprocessing_view
+from .uws_jobs import Links, iteration_view, preprocessing_view
 from .uws_records import (
     UwsRecord,
     UwsRequest,
@@ -83,7 +83,9 @@ class JobList(abc.ABC):
     async def view(self, state: AppState, key: JobKey, links: Links) -> JobView: ...
 
     @abc.abstractmethod
-    async def views(self, state: AppState, links: Links) -> list[JobView]: ...
+    async def views(self, state: AppState, links: Links) -> list[JobView]:
+        """Every job, for the job list: without results (``<uws:jobref>`` shows none, so no
+        store look-ups per job)."""
 
     async def _set_suspend(self, state: AppState, name: str, suspend: bool) -> None:
         try:
@@ -145,13 +147,10 @@ class PreprocessingJobs(JobList):
             return {}
         return {"index.json": 0} if await state.io(state.store.exists, key) else {}
 
-    async def _view(self, state: AppState, resource: Resource, record: UwsRecord, links: Links) -> JobView:
-        return preprocessing_view(resource, record, await self._artifacts(state, resource), links)
-
     async def view(self, state: AppState, key: JobKey, links: Links) -> JobView:
         resource = await self.resource(state, key)
         record = await self.record(state, resource)
-        view = await self._view(state, resource, record, links)
+        view = preprocessing_view(resource, record, await self._artifacts(state, resource), links)
         if record.has_limits and await enforce_limits(state, self, resource, record, view):
             return await self.view(state, key, links)
         return view
@@ -161,12 +160,12 @@ class PreprocessingJobs(JobList):
         records = await asyncio.gather(*(self.record(state, r) for r in resources))
         out = []
         for resource, record in zip(resources, records, strict=True):
-            view = await self._view(state, resource, record, links)
+            view = preprocessing_view(resource, record, {}, links)
             if record.has_limits and await enforce_limits(state, self, resource, record, view):
                 again = await state.backend.get(self.kind, resource.name)
                 if again is None:
                     continue
-                view = await self._view(state, again, await self.record(state, again), links)
+                view = preprocessing_view(again, await self.record(state, again), {}, links)
             out.append(view)
         return out
 
@@ -185,7 +184,7 @@ class PreprocessingJobs(JobList):
         resource = await self.resource(state, key)
         record = await self.record(state, resource)
         if execution_duration is not None:
-            view = await self._view(state, resource, record, links)
+            view = preprocessing_view(resource, record, {}, links)  # for its phase: results do not matter
             if view.phase in FINAL:
                 raise HTTPException(409, f"job {key.job_id} is {view.phase}: its execution duration no longer applies")
             record.execution_duration = execution_duration
@@ -216,13 +215,19 @@ class IterationJobs(JobList):
         infos = await state.io(lambda: list(state.store.list(prefix)))
         return {info.key[len(prefix):]: info.size for info in infos if "/" not in info.key[len(prefix):]}
 
-    async def view(self, state: AppState, key: JobKey, links: Links) -> JobView:
+    async def resource(self, state: AppState, key: JobKey) -> Resource:
+        """The iteration's experiment; 404 also for an iteration the experiment has not reached."""
         assert key.iteration is not None
-        resource = await self.resource(state, key)
+        resource = await super().resource(state, key)
         current = int((resource.status or {}).get("iteration") or 0)
         if key.iteration > current:
             raise HTTPException(404, f"experiment {key.name!r} has no iteration {key.iteration} (yet): it is at "
                                      f"iteration {current}")
+        return resource
+
+    async def view(self, state: AppState, key: JobKey, links: Links) -> JobView:
+        assert key.iteration is not None
+        resource = await self.resource(state, key)
         record = await self.record(state, resource)
         run, previous, artifacts = await asyncio.gather(
             self._run(state, key.name, key.iteration), self._run(state, key.name, key.iteration - 1),
@@ -241,11 +246,13 @@ class IterationJobs(JobList):
         return out
 
     async def delete(self, state: AppState, key: JobKey) -> None:
+        await self.resource(state, key)  # 404 for an iteration that does not exist
         raise HTTPException(409, f"iteration {key.iteration} is part of experiment {key.name!r}, not a job of its own: "
                                  f"delete the experiment (DELETE /api/v1/experiments/{key.name}) to remove it")
 
     async def set_limits(self, state: AppState, key: JobKey, links: Links, execution_duration: int | None = None,
                          destruction: datetime | None = None) -> None:
+        await self.resource(state, key)  # 404 for an iteration that does not exist
         raise HTTPException(409, f"iteration {key.iteration} of experiment {key.name!r} runs and ends with its experiment: "
                                  "its execution duration and destruction time cannot be set (suspend or delete the "
                                  "experiment instead)")
@@ -308,11 +315,3 @@ async def sweep(state: AppState, links: Links | None = None, now: datetime | Non
             view = preprocessing_view(resource, record, {}, links)
             acted += bool(await enforce_limits(state, PREPROCESSING, resource, record, view, now))
     return acted
-
-
-def parse_destruction(value: str) -> datetime:
-    """A DESTRUCTION value (ISO 8601; UTC when no zone is given); ValueError otherwise."""
-    parsed = parse_time(value)
-    if parsed is None:
-        raise ValueError(f"{value!r} is not an ISO 8601 time such as 2030-01-31T12:00:00Z")
-    return parsed

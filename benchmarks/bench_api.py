@@ -67,7 +67,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import loadgen  # noqa: E402
-from api_fixtures import free_port, wait_port  # noqa: E402  (the tests' own: one way to find and await a port)
+from api_fixtures import RedisServer, free_port, stop_process, wait_port  # noqa: E402  (the tests' own)
 from hardware import hardware  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,13 +235,7 @@ class Api:
         wait_port(self.port, timeout=60.0, process=self.process)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
 
 
 def export_tree(ref: str, target: Path) -> Path:
@@ -337,29 +331,23 @@ def services(work: Path, stock_moto: bool) -> Iterator[tuple[str, int, dict[str,
     ``stock_moto``, moto runs under benchmarks/moto_nogc.py (it says why)."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        s3_port, redis_port = free_port(), free_port()
+        s3_port = free_port()
         launcher = ([str(Path(sys.executable).parent / "moto_server")] if stock_moto
                     else [sys.executable, str(ROOT / "benchmarks" / "moto_nogc.py")])
         moto = subprocess.Popen([*launcher, "-H", "127.0.0.1", "-p", str(s3_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(moto)
-        redis_binary = shutil.which("redis-server")
-        if redis_binary is None:
-            sys.exit("redis-server is missing: run scripts/test-services")
-        redis = subprocess.Popen([redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
-        processes.append(redis)
+        redis = RedisServer(work)  # the tests' own: free port, no persistence
+        try:
+            redis.start()
+        finally:
+            if redis.process is not None:
+                processes.append(redis.process)
         wait_port(s3_port, timeout=60.0, process=moto)
-        wait_port(redis_port, timeout=60.0, process=redis)
-        yield f"http://127.0.0.1:{s3_port}", redis_port, {"moto": moto.pid, "redis": redis.pid}
+        yield f"http://127.0.0.1:{s3_port}", redis.port, {"moto": moto.pid, "redis": processes[-1].pid}
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process)
 
 
 def start_server(label: str, tree: Path | None, bucket: str, redis_db: int, endpoint: str, redis_port: int,

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from oraculum.api_errors import detail_message
+from oraculum.api_errors import response_error
 
 PREFIX = "/api/v1"
 
@@ -39,12 +39,8 @@ class ApiError(Exception):
 
 
 def error_message(response: httpx.Response) -> str:
-    """The API's message for a failed response (see :func:`oraculum.api_errors.detail_message`)."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return response.text[:300] or response.reason_phrase
-    return detail_message(detail, response.reason_phrase)
+    """The API's message for a failed response (see :func:`oraculum.api_errors.response_error`)."""
+    return response_error(response, limit=300)[0]
 
 
 class _Lru:

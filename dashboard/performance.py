@@ -209,9 +209,9 @@ def parse_csv(text: str) -> dict[str, Any]:
 
 def votable_bytes(rows: list[dict[str, Any]], columns: list[str], description: str) -> bytes:
     from astropy.io.votable import from_table
+    from astropy.table import Table
 
     from oraculum.vo.votable import votable_bytes as write_votable
-    from astropy.table import Table
 
     table = Table(rows=[[row.get(c) for c in columns] for row in rows], names=columns) if rows else \
         Table(names=columns, dtype=[str] * len(columns))

@@ -6,9 +6,12 @@ dashboard's server, at start-up) does not import numpy and astropy with it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["detail_message"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["detail_message", "response_error"]
 
 
 def detail_message(detail: Any, fallback: str) -> str:
@@ -24,3 +27,13 @@ def detail_message(detail: Any, fallback: str) -> str:
         return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
                          for e in detail[:5] if isinstance(e, dict)) or fallback
     return str(detail) if detail is not None else fallback
+
+
+def response_error(response: httpx.Response, limit: int = 500) -> tuple[str, Any]:
+    """(message, detail) of a failed API response: the JSON ``detail`` the API sends, else the
+    first ``limit`` characters of the body (a proxy's or gateway's page), else the reason phrase."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+        detail = response.text[:limit] or response.reason_phrase
+    return detail_message(detail, response.reason_phrase), detail

@@ -253,11 +253,10 @@ def preprocess(ctx: Context, source: str, dataset: str, shard: str | None, shard
                 fetch_progress=fetch_update,
             )
         except (DatasetError, StoreError, ValueError) as error:
+            _fail(str(error))
+        finally:
             fetch_close()
             close()
-            _fail(str(error))
-        fetch_close()
-        close()
         files = sum(r.info.count + r.info.rejected for r in report.shards)
         reporter.update(files, files, stage="preprocess", message=(
             f"{sum(r.info.count for r in report.shards):,} spectra stored, {sum(r.info.rejected for r in report.shards):,} "
@@ -493,7 +492,7 @@ def _synth_config(count: int, seed: int, compress: bool, fractions: tuple[str, .
               help="Name of the experiment (default: demo-emission, with -headless for --headless).")
 @click.option("--manifests", type=click.Path(dir_okay=False), default=None,
               help="The demo's manifests: one PreprocessingJob and one ActiveLearningExperiment "
-                   "(default: examples/demo.yaml).")
+                   "(default: the built-in ones, also in examples/demo.yaml).")
 @click.option("--api-port", type=click.IntRange(1, 65535), default=None,
               help="Port of the API on 127.0.0.1 (default 8000, or a free one).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
@@ -518,14 +517,13 @@ def demo(ctx: Context, headless: bool, count: int | None, seed: int | None, sour
     from pathlib import Path
 
     from oraculum.demo import DemoOptions, run_demo
-    from oraculum.demo_manifests import DEFAULT_MANIFESTS
 
     if ctx.settings.store.startswith("s3://"):
         _fail("the demo runs on the embedded default: give --store a local folder, not an s3:// store")
     if source is not None and (count is not None or seed is not None):
         _fail("--source replaces the synthetic pool: give either --source or --count/--seed")
     options = DemoOptions(
-        store=Path(ctx.settings.store), headless=headless, manifests=Path(manifests) if manifests else DEFAULT_MANIFESTS,
+        store=Path(ctx.settings.store), headless=headless, manifests=Path(manifests) if manifests else None,
         count=count, seed=seed, source=Path(source) if source else None, labels=labels, iterations=iterations,
         experiment=experiment, api_port=api_port, port=port, dashboard=dashboard, timeout=timeout,
     )
@@ -576,9 +574,9 @@ def iterate(ctx: Context, manifest: str, iteration: int, name: str | None) -> No
         try:
             result = run_iteration(experiment, spec, iteration, open_store(settings=ctx.settings), ctx.settings, progress)
         except (ExperimentError, DatasetError, StoreError, ValueError) as error:
-            close()
             _fail(str(error))
-        close()
+        finally:
+            close()
         reporter.update(1, 1, stage="finished", message=f"iteration {iteration}: {result.counts['oracle_batch']} spectra "
                         f"for the oracle, {result.counts['estimation']} for the estimate")
     if result.previous_metrics and result.previous_metrics.get("estimable"):
@@ -736,8 +734,8 @@ def crds(out: str, check: bool) -> None:
 @click.option("--check", is_flag=True, help="Write nothing; fail if a generated page differs from what its source gives.")
 def docs(root: str, check: bool) -> None:
     """Write the generated reference pages: docs/reference/manifests.md (from crds/),
-    docs/reference/openapi.json and api.md (from the API application) and docs/benchmarks.md
-    (from benchmarks/results/*.json)."""
+    docs/reference/openapi.json and api.md (from the API application), docs/benchmarks.md
+    (from benchmarks/results/*.json) and examples/demo.yaml (from oraculum/demo_manifests.py)."""
     from pathlib import Path
 
     from oraculum.api.reference import api_pages

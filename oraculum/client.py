@@ -35,12 +35,12 @@ import numpy as np
 import yaml
 from astropy.table import Table
 
-from oraculum.api_errors import detail_message
+from oraculum.api_errors import response_error
 
 if TYPE_CHECKING:
     from oraculum.upload import UploadReport
 
-__all__ = ["BatchData", "Client", "ClientError", "DatasetInfo", "Resource", "Spectrum", "detail_message"]
+__all__ = ["BatchData", "Client", "ClientError", "DatasetInfo", "Resource", "Spectrum"]
 
 PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -194,9 +194,9 @@ class Client:
         headers = {"User-Agent": "oraculum-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0), headers=headers,
-                                 transport=transport, limits=httpx.Limits(max_connections=max(parallel, 1) + 2))
         self.parallel = max(1, parallel)
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0), headers=headers,
+                                 transport=transport, limits=httpx.Limits(max_connections=self.parallel + 2))
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -219,11 +219,7 @@ class Client:
         except httpx.HTTPError as error:
             raise ClientError(0, f"the API at {self.url} cannot be reached: {error}") from None
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except (ValueError, AttributeError):
-                detail = response.text[:500] or response.reason_phrase
-            raise ClientError(response.status_code, detail_message(detail, response.reason_phrase), detail)
+            raise ClientError(response.status_code, *response_error(response))
         return response
 
     def _get(self, path: str, **params: Any) -> Any:
@@ -470,7 +466,14 @@ def _manifest(manifest: dict[str, Any] | str | os.PathLike[str]) -> dict[str, An
     origin = "the manifest text"
     if isinstance(manifest, os.PathLike) or ("\n" not in text and Path(text).expanduser().is_file()):
         origin = os.fspath(manifest)
-        text = Path(origin).expanduser().read_text(encoding="utf-8")
+        try:
+            text = Path(origin).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"manifest file {origin}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
+    elif "\n" not in text.strip() and not text.lstrip().startswith("{"):
+        # one line that is not a file: a mistyped path far more often than a manifest
+        raise ValueError(f"manifest {text!r}: no such file (nor a manifest); give an existing YAML/JSON file, "
+                         "the manifest's YAML text, or a dict")
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:

@@ -5,7 +5,7 @@ Redis, the local runner instead of Kubernetes) the demo
 
 1. makes (first run) or reuses the API tokens in ``<store>/demo/auth.yaml`` (mode 0600);
 2. starts ``oraculum serve api --run-jobs`` and ``oraculum serve dashboard`` on localhost;
-3. applies the manifests of ``examples/demo.yaml`` (a PreprocessingJob and an
+3. applies the demo's manifests (``examples/demo.yaml``: a PreprocessingJob and an
    ActiveLearningExperiment with a human oracle) through the API, as ``kubectl`` would;
 4. follows both resources through the API and says what happens at each step, until the oracle
    (a person in the dashboard, or with ``--headless`` a simulated oracle that labels through the
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from oraculum.demo_api import DemoApi, performance_rows, performance_table
-from oraculum.demo_manifests import DEFAULT_MANIFESTS, DemoPlan, load_plan
+from oraculum.demo_manifests import DemoPlan, load_plan
 from oraculum.demo_processes import (
     RUN_MARKER,
     ChildServer,
@@ -61,7 +61,8 @@ class DemoOptions:
 
     store: Path
     headless: bool = False
-    manifests: Path = DEFAULT_MANIFESTS
+    #: None: the built-in ones (:data:`oraculum.demo_manifests.DEMO_MANIFESTS`).
+    manifests: Path | None = None
     count: int | None = None
     seed: int | None = None
     source: Path | None = None

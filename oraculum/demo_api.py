@@ -20,22 +20,11 @@ import httpx
 import yaml
 
 from oraculum.demo_manifests import spec_differences
+from oraculum.api_errors import response_error
 from oraculum.demo_processes import DemoError
+from oraculum.progress import COLLECTIONS
 
 __all__ = ["DemoApi", "IterationRow", "performance_rows", "performance_table"]
-
-PLURALS = {"PreprocessingJob": "preprocessingjobs", "ActiveLearningExperiment": "experiments"}
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return response.text[:300]
-    if isinstance(detail, dict):
-        return str(detail.get("message") or detail)
-    return str(detail)
-
 
 class DemoApi:
     """Calls of the API gateway at ``url`` (no ``/api/v1``) with ``token``."""
@@ -54,7 +43,8 @@ class DemoApi:
         except httpx.HTTPError as error:
             raise DemoError(f"the API at {self.url} cannot be reached ({method} {path}): {error}") from None
         if response.status_code not in ok:
-            raise DemoError(f"the API refused {method} {path}: HTTP {response.status_code}: {_detail(response)}")
+            message, _ = response_error(response, limit=300)
+            raise DemoError(f"the API refused {method} {path}: HTTP {response.status_code}: {message}")
         return response
 
     # -- resources -------------------------------------------------------------------------------
@@ -63,7 +53,7 @@ class DemoApi:
         """Create the resource (as ``kubectl create -f`` would, YAML body); an existing one with the
         same spec is kept (a resumed demo). Returns ("created" or "unchanged", the resource)."""
         kind, name = document["kind"], document["metadata"]["name"]
-        plural = PLURALS[kind]
+        plural = COLLECTIONS[kind]
         body = yaml.safe_dump(document, sort_keys=False).encode()
         response = self._call("POST", f"/{plural}", ok=(201, 409), content=body,
                               headers={"Content-Type": "application/yaml"})
@@ -79,7 +69,7 @@ class DemoApi:
         return "unchanged", existing
 
     def resource(self, kind: str, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/{PLURALS[kind]}/{name}").json()  # type: ignore[no-any-return]
+        return self._call("GET", f"/{COLLECTIONS[kind]}/{name}").json()  # type: ignore[no-any-return]
 
     # -- labelling -------------------------------------------------------------------------------
 

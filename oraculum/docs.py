@@ -2,7 +2,7 @@
 
 Hand-written reference pages drift from the code; these do not, because each is a pure function of
 a checked-in source (the CRDs in ``crds/``, the benchmark results in ``benchmarks/results/``, the
-API's OpenAPI schema) and ``oraculum docs --check`` (run by ``tests/test_docs.py``) fails when the
+API's OpenAPI schema, the demo's manifests in :mod:`oraculum.demo_manifests`) and ``oraculum docs --check`` (run by ``tests/test_docs.py``) fails when the
 committed page differs from what the source gives now. Regenerate with ``oraculum docs``.
 
 This module holds what every page shares: the :class:`Page` value, Markdown helpers and writing
@@ -50,13 +50,16 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def core_pages(root: Path) -> list[Page]:
-    """The pages the core can make by itself: the manifest reference and the benchmark results."""
+    """The pages the core can make by itself: the manifest reference, the benchmark results and
+    the demo's manifests (``examples/demo.yaml``)."""
     from oraculum.benchmark_report import benchmark_page
+    from oraculum.demo_manifests import example_page
     from oraculum.manifest_reference import manifest_reference
 
     return [
         Page("docs/reference/manifests.md", manifest_reference(root / "crds")),
         Page("docs/benchmarks.md", benchmark_page(root / "benchmarks" / "results", root)),
+        example_page(),
     ]
 
 

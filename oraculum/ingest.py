@@ -45,9 +45,11 @@ from oraculum.readers import read_spectrum
 from oraculum.settings import Settings
 from oraculum.spectrum import RejectReason, SpectrumRejected
 from oraculum.store import KeyNotFound, LocalStore, ObjectInfo, ObjectStore, StoreError, open_store
+from oraculum.vo.spec import FITS_PATTERNS
 
 #: Files picked from a source by default: FITS in its usual spellings, plain or gzip-compressed.
-DEFAULT_PATTERNS: tuple[str, ...] = ("*.fits", "*.fit", "*.fts", "*.fits.gz", "*.fit.gz", "*.fts.gz")
+#: Files a folder source reads: FITS, plain or gzipped (one list with the VO sources' own).
+DEFAULT_PATTERNS: tuple[str, ...] = FITS_PATTERNS
 
 #: How many files are read ahead of the one being processed (hides object-store latency).
 READ_AHEAD = 16

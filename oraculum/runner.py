@@ -46,7 +46,7 @@ from oraculum.jobs import CONTAINER, LABEL_EXPERIMENT, LABEL_PPJ, POD_ONLY_ENV, 
 from oraculum.manifests import ActiveLearningExperiment, ExperimentSpec, Manifest, PreprocessingJob
 from oraculum.observe import observe_dataset, observe_experiment
 from oraculum.reconcile import Decision, ObjectRef, ObservedJob, reconcile_experiment, reconcile_preprocessing
-from oraculum.registry import LocalRegistry
+from oraculum.registry import KIND_PLURALS, LocalRegistry
 from oraculum.registry import spec_hash as _spec_hash
 from oraculum.settings import Settings
 from oraculum.store import KeyNotFound, LocalStore, ObjectStore
@@ -330,7 +330,7 @@ class _Resource:
 
     @property
     def plural(self) -> str:
-        return "activelearningexperiments" if self.kind == "ActiveLearningExperiment" else "preprocessingjobs"
+        return KIND_PLURALS[self.kind]
 
     @property
     def label(self) -> str:
@@ -381,7 +381,7 @@ class LocalRunner:
 
     def _load(self, manifest: Manifest, register: str | None = "oraculum-run") -> _Resource:
         kind = manifest.kind
-        plural = "activelearningexperiments" if kind == "ActiveLearningExperiment" else "preprocessingjobs"
+        plural = KIND_PLURALS[kind]
         raw_spec = manifest.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
         spec_hash = _spec_hash(raw_spec)
         if register:

@@ -57,19 +57,23 @@ class SampError(RuntimeError):
 def spectrum_message(api: Client, dataset: str, index: int, *, raw: bool = False,
                      format: Literal["fits", "votable"] = "fits", seconds: int | None = None) -> dict[str, Any]:
     """The ``spectrum.load.ssa-generic`` message for one spectrum, with a signed link from the API."""
-    params: dict[str, Any] = {"variant": "raw" if raw else "preprocessed", "format": format}
-    if seconds is not None:
-        params["seconds"] = int(seconds)
-    share = api.request("GET", f"/datasets/{dataset}/spectra/{int(index)}/share", params=params).json()
-    return {"samp.mtype": share["mtype"], "samp.params": share["params"]}
+    return _shared(api, f"/datasets/{dataset}/spectra/{int(index)}/share", seconds,
+                   variant="raw" if raw else "preprocessed", format=format)
 
 
 def candidates_message(api: Client, experiment: str, iteration: int | None = None,
                        seconds: int | None = None) -> dict[str, Any]:
     """The ``table.load.votable`` message for an iteration's candidates (default: the current one)."""
     k = api.current_iteration(experiment) if iteration is None else int(iteration)
-    params = {"seconds": int(seconds)} if seconds is not None else {}
-    share = api.request("GET", f"/experiments/{experiment}/iterations/{k}/candidates/share", params=params).json()
+    return _shared(api, f"/experiments/{experiment}/iterations/{k}/candidates/share", seconds)
+
+
+def _shared(api: Client, path: str, seconds: int | None, **params: Any) -> dict[str, Any]:
+    """The SAMP message of the API's share answer at ``path`` (the link valid ``seconds``, else
+    the API's default)."""
+    if seconds is not None:
+        params["seconds"] = int(seconds)
+    share = api.request("GET", path, params=params).json()
     return {"samp.mtype": share["mtype"], "samp.params": share["params"]}
 
 

@@ -181,6 +181,15 @@ class _Run:
         with self.lock:
             self.bar.advance(amount, name)
 
+    def finish(self, relative: str, answer: dict[str, Any], remaining: int) -> None:
+        """Report a file the server holds whole (``answer``: the server's ``exists``, ``duplicate``
+        or ``complete``) and move the bar over its ``remaining`` bytes."""
+        if answer["status"] == "duplicate":
+            self.add("duplicates", (relative, answer["duplicate_of"]))
+        else:
+            self.add("skipped" if answer["status"] == "exists" else "uploaded", relative)
+        self.advance(remaining, relative)
+
     def chunk_done(self, relative: str, received: int, size: int) -> None:
         if self.on_chunk is not None:
             with self.lock:
@@ -258,11 +267,7 @@ def _upload_one(client: "Client", run: _Run, path: Path, relative: str, chunk_si
     session = _retrying(lambda: client.request("POST", "/uploads", json=declaration).json())
     run.report.source = session["source"]
     if session["status"] in ("exists", "duplicate"):
-        if session["status"] == "exists":
-            run.add("skipped", relative)
-        else:
-            run.add("duplicates", (relative, session["duplicate_of"]))
-        run.advance(size, relative)
+        run.finish(relative, session, size)
         return
     upload_id, offset = session["id"], int(session["received"])
     step = int(session["chunk_size"])  # fixed by the server when the upload started
@@ -303,13 +308,7 @@ def _upload_one(client: "Client", run: _Run, path: Path, relative: str, chunk_si
             except ClientError as error:
                 offset = resync(error)
                 continue
-            if done["status"] == "duplicate":
-                run.add("duplicates", (relative, done["duplicate_of"]))
-            elif done["status"] == "exists":
-                run.add("skipped", relative)
-            else:
-                run.add("uploaded", relative)
-            run.advance(max(0, size - shown), relative)
+            run.finish(relative, done, max(0, size - shown))
             return
 
 

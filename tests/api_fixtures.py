@@ -60,6 +60,18 @@ def wait_port(port: int, timeout: float = 20.0, process: subprocess.Popen[bytes]
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM (a server's clean shutdown), then SIGKILL if it has not ended within ``timeout`` s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class RedisServer:
     """A real redis-server on a free port; :meth:`kill` is SIGKILL, :meth:`start` starts it again
     (empty: no persistence, like a Redis that lost everything)."""
@@ -173,9 +185,5 @@ class ApiProcess:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process)

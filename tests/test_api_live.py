@@ -30,6 +30,7 @@ from api_fixtures import (  # noqa: F401 - fixtures
     local_store,
     redis_server,
     settings_for,
+    stop_process,
     wait_port,
     world,
 )
@@ -37,6 +38,7 @@ from api_world import EXPERIMENT
 from oraculum.api.app import create_app, serve, worker_environment
 from oraculum.api.cache import TtlCache
 from oraculum.api.live import Live, MemoryLive, RedisLive
+from oraculum.api.state import AppState
 from oraculum.settings import Settings
 
 IT1 = f"/api/v1/experiments/{EXPERIMENT}/iterations/1"
@@ -218,6 +220,17 @@ async def label_events(client: httpx.AsyncClient, count: int) -> list[dict[str, 
     return found
 
 
+def test_each_subscriber_gets_the_progress_of_a_published_label_event() -> None:
+    """The in-process live state hands one dict to every subscriber: finishing it for one stream
+    must leave it whole for the next."""
+    published = {"type": "label", "iteration": 1, "indices": [3], "_labelled": {"oracle": 2, "estimation": 0},
+                 "_totals": {"oracle": 4, "estimation": 2}, "_submitted": False}
+    first, second = (AppState.finish_event("e", published) for _ in range(2))
+    assert first == second and first["progress"]["text"] == "2 / 4 oracle, 0 / 2 estimation"
+    assert first["progress"]["labelled"] == 2 and first["progress"]["total"] == 6
+    assert not any(key.startswith("_") for key in first) and "_labelled" in published
+
+
 def test_worker_environment_reproduces_the_settings() -> None:
     settings = Settings(store="s3://bucket/prefix", redis_url="redis://h:1/0", api_run_jobs=False, api_lock_seconds=7.5,
                         archive_url_template="https://archive.example/{obsid}")
@@ -269,11 +282,7 @@ def test_two_workers_get_the_flags_of_the_command_line(local_store: Path, redis_
                 assert put.status_code == 201, put.text
         assert kinds == {"live (redis)"}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, timeout=20)
         log.close()
     frozen = re.findall(r"froze (\d+) start-up objects", (tmp_path / "api.log").read_text())
     assert len(frozen) == 2 and all(int(n) > 10_000 for n in frozen), frozen

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -167,6 +168,20 @@ def test_errors_carry_the_status_and_the_api_message(served: tuple[ApiProcess, L
         Client(api.url).create({"kind": "Pod", "metadata": {"name": "x"}})
 
 
+def test_bad_manifests_are_refused_before_any_request(tmp_path: Path) -> None:
+    nowhere = Client("http://127.0.0.1:9", token=TOKENS["admin"], timeout=2)  # never reached: the manifest is checked first
+    with pytest.raises(ValueError, match=r"manifest 'experiment\.yaml': no such file"):
+        nowhere.create("experiment.yaml")
+    with pytest.raises(ValueError, match=re.escape(f"manifest file {tmp_path / 'missing.yaml'}: cannot read it")):
+        nowhere.create(tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("kind: [unclosed\n")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'broken.yaml'}: not YAML or JSON")):
+        nowhere.create(str(tmp_path / "broken.yaml"))
+    with pytest.raises(ValueError, match="kind 'Pod'"):
+        nowhere.create('{"kind": "Pod", "metadata": {"name": "x"}, "spec": {}}')  # one-line JSON is a manifest
+    nowhere.close()
+
+
 def store_index(api: ApiProcess) -> int:
     with client(api, "viewer") as viewer:
         return int(viewer.batch(EXPERIMENT, flux=False).indices[0])
@@ -246,9 +261,7 @@ def test_the_client_over_s3_labels_everything_and_submits(world: Path, s3_endpoi
     store = open_store(settings=settings)
     upload(world, store)
     with running_api(s3_env(settings), tmp_path / "api.log") as api, client(api, "oracle") as oracle:
-        # one spectrum first: the API's first reads of a shard from S3 race when concurrent
-        # (Dataset._shard_path downloads every copy to the same .part file), and batch() reads 8 at once
-        oracle.spectrum(DATASET, 0)
+        # batch() reads 8 spectra at once: concurrent first reads of a shard from S3 (one download)
         batch = oracle.batch(EXPERIMENT)
         check_batch(batch, store, tmp_path / "check")
         with pytest.raises(ClientError) as incomplete:

@@ -99,6 +99,11 @@ def test_error_messages_of_the_api_are_shown_as_they_are() -> None:
     assert error_message(response({"message": "taken", "holders": {"7": "otto"}})) == "taken: #7 by otto"
     assert error_message(response([{"loc": ["body", "label"], "msg": "too long"}])) == "body.label: too long"
     assert str(ApiError(0, "the API cannot be reached")) == "the API cannot be reached"
+    # what a gateway in front of the API answers (not JSON, or JSON without a detail)
+    assert error_message(httpx.Response(502, text="<html>" + "x" * 400)) == ("<html>" + "x" * 400)[:300]
+    assert error_message(httpx.Response(503, json=["busy"])) == '["busy"]'
+    assert error_message(httpx.Response(504, json={"error": "timeout"})) == "Gateway Timeout"
+    assert error_message(httpx.Response(500, content=b"")) == "Internal Server Error"
 
 
 def test_probes_at_the_root_and_under_the_prefix(app_and_calls: tuple[Any, list[httpx.Request]]) -> None:

@@ -33,7 +33,7 @@ import yaml
 from click.testing import CliRunner
 
 from oraculum.cli import main
-from oraculum.demo_manifests import DEFAULT_MANIFESTS, load_plan, spec_differences
+from oraculum.demo_manifests import DEMO_MANIFESTS, load_plan, spec_differences
 from oraculum.demo_processes import ensure_tokens, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def stat(path: Path) -> tuple[bytes, int]:
 @pytest.fixture
 def manifests(tmp_path: Path) -> Path:
     """examples/demo.yaml as it is, but for 4 epochs (test time; what `make demo` runs is checked below)."""
-    documents = [d for d in yaml.safe_load_all(DEFAULT_MANIFESTS.read_text()) if d]
+    documents = [d for d in yaml.safe_load_all(DEMO_MANIFESTS) if d]
     for document in documents:
         if document["kind"] == "ActiveLearningExperiment":
             document["spec"]["model"]["epochs"] = 4
@@ -294,9 +294,17 @@ def test_the_demo_manifests_are_retargeted_not_rewritten(tmp_path: Path) -> None
         load_plan(experiment="Not A Name")
 
 
+def test_demo_manifests_are_built_in_and_the_same_as_the_example() -> None:
+    """`oraculum demo` needs no checkout (a wheel has no examples/): the default plan comes from the
+    package, and examples/demo.yaml (for kubectl, written by `oraculum docs`) holds the same manifests."""
+    built_in, checkout = load_plan(), load_plan(ROOT / "examples" / "demo.yaml")
+    assert (built_in.preprocessing, built_in.experiment) == (checkout.preprocessing, checkout.experiment)
+    assert built_in.truth == "archive/synthetic-3000-s0/labels.csv"
+
+
 def test_demo_manifests_file_errors_name_the_file(tmp_path: Path) -> None:
     only = tmp_path / "one.yaml"
-    documents = list(yaml.safe_load_all(DEFAULT_MANIFESTS.read_text()))
+    documents = list(yaml.safe_load_all(DEMO_MANIFESTS))
     only.write_text(yaml.safe_dump(documents[1]))
     with pytest.raises(ValueError, match=r"one.yaml: the demo needs exactly one PreprocessingJob and one"):
         load_plan(only)

@@ -40,6 +40,7 @@ from oraculum.cli import main
 from oraculum.demo_manifests import DemoPlan, load_plan
 from oraculum.labels import read_label_csv
 from oraculum.oracle import SimulatedOracle
+from oraculum.progress import COLLECTIONS
 from oraculum.runner import LocalJobs, _LocalJob
 from oraculum.settings import Settings
 from operator_harness import NS, cluster
@@ -48,7 +49,6 @@ pytestmark = pytest.mark.asyncio
 
 V1 = "/api/v1"
 COUNT = 300
-PLURALS = {"PreprocessingJob": "preprocessingjobs", "ActiveLearningExperiment": "experiments"}
 JOBS = ("batch", "v1", "jobs")
 CONFIGMAPS = ("", "v1", "configmaps")
 
@@ -119,7 +119,7 @@ async def label_and_submit(client: httpx.AsyncClient, oracle: Oracle, experiment
 async def the_whole_path(client: httpx.AsyncClient, plan: DemoPlan, oracle: Oracle) -> None:
     ppj, experiment = plan.ppj_name, plan.experiment_name
     for document in (plan.preprocessing, plan.experiment):  # what `kubectl apply -f` would send
-        created = await client.post(f"{V1}/{PLURALS[document['kind']]}", content=yaml.safe_dump(document).encode(),
+        created = await client.post(f"{V1}/{COLLECTIONS[document['kind']]}", content=yaml.safe_dump(document).encode(),
                                     headers={**auth("admin"), "Content-Type": "application/yaml"})
         assert created.status_code == 201, created.text
 

@@ -304,6 +304,25 @@ def test_offsets_sizes_conflicts_and_abort(served: tuple[ApiProcess, LocalStore]
     assert store.get_bytes("archive/rules/clash") == b"a file"
 
 
+def test_a_damaged_session_document_is_started_again_not_a_500(served: tuple[ApiProcess, LocalStore],
+                                                              http: httpx.Client) -> None:
+    _, store = served
+    data = os.urandom(1500)
+    declaration = {"prefix": "damaged", "path": "d.fits", "size": len(data), "sha256": sha(data), "chunk_size": 1024}
+    upload = http.post("/uploads", json=declaration).json()
+    store.put_bytes(f"uploads/sessions/{upload['id']}.json", b"{not json")  # a damaged store
+    assert http.get("/uploads", params={"prefix": "damaged"}).json()["total"] == 0
+    assert http.get(f"/uploads/{upload['id']}").status_code == 404
+    again = http.post("/uploads", json=declaration)
+    assert again.status_code == 201 and again.json()["id"] == upload["id"] and again.json()["received"] == 0
+    for offset in (0, 1024):
+        piece = data[offset:offset + 1024]
+        assert http.put(f"/uploads/{upload['id']}/chunks", params={"offset": offset}, content=piece,
+                        headers={"Content-Digest": digest(piece)}).status_code == 200
+    assert http.post(f"/uploads/{upload['id']}/complete").json()["status"] == "complete"
+    assert store.get_bytes("archive/damaged/d.fits") == data
+
+
 def test_client_errors_stop_an_upload_that_cannot_succeed(served: tuple[ApiProcess, LocalStore], tmp_path: Path) -> None:
     api, _ = served
     (tmp_path / "a.fits").write_bytes(b"a")

@@ -610,6 +610,10 @@ def test_create_run_abort_delete_a_preprocessing_job(client: TestClient, local_s
     ("POST", f"{U}/iterations/{EXPERIMENT}/1/phase", {"data": {"PHASE": "PAUSE"}}, 400, "PHASE=RUN or PHASE=ABORT"),
     ("POST", f"{U}/iterations/{EXPERIMENT}/1", {"data": {"ACTION": "ARCHIVE"}}, 400, "ACTION=DELETE"),
     ("POST", f"{U}/preprocessing/ghost/phase", {"data": {"PHASE": "RUN"}}, 404, "ghost"),
+    ("POST", f"{U}/preprocessing/ghost/destruction", {"data": {"DESTRUCTION": "soon"}}, 400, "DESTRUCTION"),
+    # a job that does not exist is 404 before "iterations cannot do that" (409)
+    ("POST", f"{U}/iterations/{EXPERIMENT}/7", {"data": {"ACTION": "DELETE"}}, 404, "no iteration 7"),
+    ("POST", f"{U}/iterations/ghost/0/destruction", {"data": {"DESTRUCTION": "2030-01-01T00:00:00Z"}}, 404, "ghost"),
 ])
 def test_bad_requests_are_4xx_naming_the_parameter(reader: TestClient, method: str, path: str, kwargs: dict[str, Any],
                                                    status: int, says: str) -> None:

@@ -135,6 +135,29 @@ def test_a_second_run_fetches_nothing_and_a_damaged_file_is_fetched_again(
     assert damaged.read_bytes() == files[2].read_bytes()
 
 
+def test_a_resumed_run_checks_the_stored_files_on_the_worker_threads(
+        archive: Archive, archive_root: Path, tmp_path: Path, settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import oraculum.vo.fetch as fetch
+
+    files = dr2_files(archive_root)[:5]
+    spec = parse_vo_spec(f"urls:{write_list(tmp_path, [archive.url(str(f.relative_to(archive_root))) for f in files])}{FAST}")
+    assert spec is not None
+    fetch_source(spec, settings)
+    threads: list[str] = []
+    hash_stored = fetch._stored_sha256
+
+    def recording(store: object, key: str) -> str | None:  # the real check, noting where it ran
+        threads.append(threading.current_thread().name)
+        return hash_stored(store, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fetch, "_stored_sha256", recording)
+    assert fetch_source(spec, settings).count("present") == 5
+    assert len(threads) == 5 and all(name.startswith("oraculum-fetch") for name in threads)
+
+
 def test_failures_are_retried_by_the_next_run(archive: Archive, archive_root: Path, tmp_path: Path,
                                               settings: Settings) -> None:
     files = dr2_files(archive_root)[:3]

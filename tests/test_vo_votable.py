@@ -237,6 +237,7 @@ def test_source_strings_round_trip_and_refuse_mistakes(tmp_path: Path) -> None:
         ("index:/local/folder", "an index page must be an http"),
         ("votable:x.xml#concurrency=0", "outside"),
         ("votable:x.xml#band=9-3", "0 < LO < HI"),
+        ("votable:x.xml#band=1.2.3-5", "not LO-HI"),
         ("votable:", "nothing after votable:"),
     ]:
         with pytest.raises(VOSourceError, match=message):

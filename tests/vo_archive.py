@@ -31,6 +31,7 @@ from astropy.io import fits
 from astropy.io.votable.tree import Field, Group, Info, Param, Resource, TableElement, VOTableFile
 
 from oraculum.readers import read_spectrum
+from oraculum.vo.votable import votable_bytes
 from oraculum.wavelength import convert
 
 DATALINK_STANDARD = "ivo://ivoa.net/std/DataLink#links-1.1"
@@ -167,15 +168,6 @@ def cutout(data: bytes, name: str, low_A: float, high_A: float) -> bytes:
 # --- VOTables ------------------------------------------------------------------------------------
 
 
-def _to_bytes(votable: VOTableFile) -> bytes:
-    """TABLEDATA through astropy's pure-Python writer: its C writer corrupts the heap now and then
-    (astropy issue #20419, open for astropy 8.0; seen here as a delayed segfault, and pinned to
-    ``write_tabledata`` with ``PYTHONMALLOC=debug``)."""
-    buffer = io.BytesIO()
-    votable.to_xml(buffer, _debug_python_based_parser=True)
-    return buffer.getvalue()
-
-
 def _table(votable: VOTableFile, resource: Resource, fields: list[Field], rows: list[tuple[Any, ...]]) -> TableElement:
     table = TableElement(votable, name="results")
     resource.tables.append(table)
@@ -206,7 +198,7 @@ def access_votable(rows: list[dict[str, str]], *, by: str = "ucd", status: str |
     ]
     _table(votable, resource, fields, [(r.get("pubdid", ""), r.get("url", ""), r.get("format", "application/fits"))
                                        for r in rows])
-    return _to_bytes(votable)
+    return votable_bytes(votable)  # not astropy's C TABLEDATA writer (see there)
 
 
 def datalink_votable(ids: list[str], service_url: str) -> bytes:
@@ -220,7 +212,7 @@ def datalink_votable(ids: list[str], service_url: str) -> bytes:
     _table(votable, resource, fields, [(i,) for i in ids])
     votable.resources.append(_service(votable, "dl", DATALINK_STANDARD, service_url,
                                       [Param(votable, name="ID", datatype="char", arraysize="*", value="", ref="pubdid")]))
-    return _to_bytes(votable)
+    return votable_bytes(votable)  # not astropy's C TABLEDATA writer (see there)
 
 
 def _service(votable: VOTableFile, ident: str, standard: str, url: str, inputs: list[Param]) -> Resource:
@@ -264,7 +256,7 @@ def datalink_answer(ids: list[str], this_urls: dict[str, str], soda_url: str | N
             Param(votable, name="BAND", datatype="double", arraysize="2", unit="m", xtype="interval",
                   ucd="em.wl;stat.interval", value=""),
         ]))
-    return _to_bytes(votable)
+    return votable_bytes(votable)  # not astropy's C TABLEDATA writer (see there)
 
 
 def copy_tree(shared: Path, target: Path, select: Callable[[Path], bool]) -> list[Path]:

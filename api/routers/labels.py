@@ -77,11 +77,11 @@ async def bulk(state: State, principal: Oracle, name: ExperimentName, iteration:
 async def locks(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> LocksOut:
     await state.experiment(name)
     try:
-        held = await state.live.holders(f"{name}:{iteration}:")
+        held = await state.live.holders(state.lock_prefix(name, iteration))
     except LiveUnavailable as error:
         raise HTTPException(503, f"live state unavailable: {error}", headers={"Retry-After": "1"}) from None
     return LocksOut(experiment=name, iteration=iteration, locks=[
-        LockOut(experiment=name, iteration=iteration, index=int(key.rsplit(":", 1)[1]), holder=who,
+        LockOut(experiment=name, iteration=iteration, index=state.lock_index(key), holder=who,
                 seconds_left=round(left, 1))
         for key, (who, left) in sorted(held.items())])
 

@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -41,7 +42,6 @@ from ..uws_service import (
     SWEEP_SECONDS,
     JobKey,
     JobList,
-    parse_destruction,
     sweep,
     utc_now,
 )
@@ -163,6 +163,14 @@ def _integer(parameters: dict[str, list[str]], name: str, low: int) -> int | Non
     return None if value is None else _to_int(name, value, low)
 
 
+def _to_time(name: str, value: str) -> datetime:
+    """An ISO 8601 time (UTC when no zone is given); 400 naming the parameter otherwise."""
+    parsed = parse_time(value)
+    if parsed is None:
+        raise HTTPException(400, f"parameter {name.upper()}: {value!r} is not an ISO 8601 time such as 2030-01-31T12:00:00Z")
+    return parsed
+
+
 async def _required(request: Request, name: str, meaning: str) -> str:
     """The one parameter a POST to a job or a single-value resource takes: 400 naming it when it
     is missing, given twice, or comes with others."""
@@ -210,9 +218,7 @@ async def _job_list(state: AppState, jobs: JobList, request: Request) -> Respons
     _unknown(parameters, ("phase", "after", "last"), "a job list")
     phases = [_phase_value(v) for v in parameters.get("phase", [])]
     after_text = _single(parameters, "after")
-    after = parse_time(after_text) if after_text is not None else None
-    if after_text is not None and after is None:
-        raise HTTPException(400, f"parameter AFTER: {after_text!r} is not an ISO 8601 time such as 2030-01-31T12:00:00Z")
+    after = None if after_text is None else _to_time("after", after_text)
     last = _integer(parameters, "last", 1)
     links = _links(request)
     views = filter_jobs(await jobs.views(state, links), phases, after, last)
@@ -355,10 +361,10 @@ def _job_routes(jobs: JobList, path: str, key_of: Any) -> None:
     async def wait_for_change(state: AppState, key: JobKey, links: Links, request: Request) -> JobView:
         parameters, _ = await _parameters(request)
         _unknown(parameters, ("wait", "phase"), "a job")
-        view = await jobs.view(state, key, links)
         wait = _integer(parameters, "wait", -1)
         phase = _single(parameters, "phase")
         awaited = _phase_value(phase) if phase is not None else None
+        view = await jobs.view(state, key, links)
         if wait is None:
             return view
         deadline = time.monotonic() + (MAX_WAIT_SECONDS if wait == -1 else min(float(wait), MAX_WAIT_SECONDS))
@@ -397,7 +403,7 @@ def _job_routes(jobs: JobList, path: str, key_of: Any) -> None:
     @router.delete(base, response_class=Response, status_code=303, summary=f"Delete a {noun} (UWS)")
     async def delete_job(state: State, _: Admin, key: Key, request: Request) -> Response:
         if jobs is ITERATIONS:
-            await jobs.view(state, key, _links(request))  # 404 for a job that does not exist
+            await jobs.resource(state, key)  # 404 for a job that does not exist
             raise HTTPException(405, f"iteration {key.iteration} is part of experiment {key.name!r}: delete the "
                                      f"experiment (DELETE /api/v1/experiments/{key.name}) to remove it",
                                 headers={"Allow": "GET, POST"})
@@ -445,10 +451,7 @@ def _job_routes(jobs: JobList, path: str, key_of: Any) -> None:
                  openapi_extra=_form({"DESTRUCTION": {"type": "string", "format": "date-time"}}))
     async def post_destruction(state: State, _: Admin, key: Key, request: Request) -> Response:
         value = await _required(request, "destruction", "an ISO 8601 time such as 2030-01-31T12:00:00Z")
-        try:
-            when = parse_destruction(value)
-        except ValueError as error:
-            raise HTTPException(400, f"parameter DESTRUCTION: {error}") from None
+        when = _to_time("destruction", value)
         links = _links(request)
         await jobs.set_limits(state, key, links, destruction=when)
         return _see_other(links.job(jobs.list_name, key.job_id))

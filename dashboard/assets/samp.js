@@ -119,14 +119,13 @@
   }
 
   function notifyAll(hub, message, status) {
-    return register(hub, status).then((key) => call(hub, 'samp.webhub.notifyAll', [key, message], TIMEOUT_MS.call)
-      .then((ids) => ({ key: key, ids: ids })))
-      .catch((error) => {
-        if (error.kind !== 'fault' || !Session.key) throw error;
-        Session.key = null;  // the hub restarted or dropped us meanwhile: register once more
-        return register(hub, status).then((key) => call(hub, 'samp.webhub.notifyAll', [key, message], TIMEOUT_MS.call)
-          .then((ids) => ({ key: key, ids: ids })));
-      });
+    const once = () => register(hub, status).then((key) =>
+      call(hub, 'samp.webhub.notifyAll', [key, message], TIMEOUT_MS.call).then((ids) => ({ key: key, ids: ids })));
+    return once().catch((error) => {
+      if (error.kind !== 'fault' || !Session.key) throw error;
+      Session.key = null;  // the hub restarted or dropped us meanwhile: register once more
+      return once();
+    });
   }
 
   function names(hub, key, ids) {

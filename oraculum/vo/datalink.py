@@ -35,7 +35,6 @@ from oraculum.vo.transport import FetchError, HttpClient
 from oraculum.vo.votable import VOTableError, parse_votable, results
 
 DATALINK_STANDARD = "ivo://ivoa.net/std/datalink"
-SODA_STANDARD = "ivo://ivoa.net/std/soda"
 #: Core DataLink terms for "the dataset itself" and for a cutout service.
 THIS = "#this"
 CUTOUT_TERMS = ("#cutout", "#proc")
@@ -63,8 +62,9 @@ class Product:
     kind: Literal["direct", "this", "cutout"]
 
 
-def _standard_id(resource: Resource) -> str:
-    return next((str(p.value) for p in resource.params if p.name == "standardID"), "")
+def _resource_param(resource: Resource, name: str) -> str:
+    """The value of the resource's PARAM ``name`` (``standardID``, ``accessURL``), '' when absent."""
+    return next((str(p.value) for p in resource.params if p.name == name), "")
 
 
 def _input_params(resource: Resource) -> list[Param]:
@@ -92,14 +92,14 @@ def find_service(votable: VOTableFile, table: TableElement, origin: str) -> Serv
     says "resolve me through DataLink" but not with what), named with the ``ref`` it gave.
     """
     for resource in _service_resources(votable):
-        standard = _standard_id(resource).lower()
+        standard = _resource_param(resource, "standardID").lower()
         if standard and not standard.startswith(DATALINK_STANDARD):
             continue  # e.g. a SODA descriptor: not how to find the files
         params = {p.name.upper(): p for p in _input_params(resource)}
         id_param = params.get("ID")
         if id_param is None or not id_param.ref:
             continue
-        access = next((str(p.value) for p in resource.params if p.name == "accessURL"), "")
+        access = _resource_param(resource, "accessURL")
         if not access:
             raise VOTableError(f"{origin}: the DataLink service descriptor {resource.ID or ''} has no accessURL PARAM")
         try:
@@ -132,7 +132,7 @@ def load_descriptor(data: bytes, ref: str, column: str, origin: str) -> ServiceD
     if not resources:
         raise VOTableError(f"{origin}: no DataLink service descriptor in it")
     resource = resources[0]
-    access = next((str(p.value) for p in resource.params if p.name == "accessURL"), "")
+    access = _resource_param(resource, "accessURL")
     return ServiceDescriptor(resource, ref, column, access)
 
 

@@ -308,10 +308,13 @@ def fetch_items(
     own_http = http is None
     http = http or HttpClient(options.policy(), options.concurrency)
     run = _Run(store, report_key, options, earlier, http, len(items), progress)
-    todo = [item for item in items if not run.already_done(item)]
     last_checkpoint = time.monotonic()
     try:
         with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="oraculum-fetch") as pool:
+            # a resumed run re-hashes what earlier runs stored: on the workers, not one thread
+            resumed = [item for item in items if item.key in earlier]
+            done = {item.key for item, ok in zip(resumed, pool.map(run.already_done, resumed)) if ok}
+            todo = [item for item in items if item.key not in done]
             pending: set[Future[None]] = set()
             for unit in _units(todo, options):
                 pending.add(pool.submit(run.unit, unit, descriptor))

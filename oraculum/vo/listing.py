@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin, urlsplit
 
+from oraculum.vo.naming import url_folder
 from oraculum.vo.transport import FetchError, HttpClient
 
 #: The index pages visited at most in one crawl (a guard against link mazes).
@@ -87,11 +88,6 @@ class Crawl:
     pages: int = 0
 
 
-def _folder(url: str) -> str:
-    path = urlsplit(url).path or "/"
-    return path if path.endswith("/") else posixpath.dirname(path) + "/"
-
-
 def crawl_index(http: HttpClient, root: str, patterns: tuple[str, ...]) -> Crawl:
     """Every link matching ``patterns`` below the index page ``root``, sorted by URL.
 
@@ -99,7 +95,7 @@ def crawl_index(http: HttpClient, root: str, patterns: tuple[str, ...]) -> Crawl
     listed); the root page itself failing raises :class:`FetchError`.
     """
     base = urlsplit(root)
-    prefix = _folder(root)
+    prefix = url_folder(root)
     crawl = Crawl(root)
     queue: deque[str] = deque([root])
     seen_pages = {urldefrag(root).url}

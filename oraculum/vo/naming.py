@@ -75,11 +75,17 @@ def preferred_name(url: str | None, identifier: str | None = None, content_forma
     return name if spectrum_suffix(name) else name + suffix_for(content_format)
 
 
+def url_folder(url: str) -> str:
+    """The folder part of a URL's path, ending in ``/`` (the page ``.../dr2/index.html`` and
+    the folder ``.../dr2/`` both give ``.../dr2/``)."""
+    path = urlsplit(url).path or "/"
+    return path if path.endswith("/") else posixpath.dirname(path) + "/"
+
+
 def relative_key(url: str, root: str) -> str:
     """The key of ``url`` found below the index page ``root``: its path relative to the root's
     folder, each segment made safe (so the archive's folder structure is kept)."""
-    base = urlsplit(root).path
-    base = base if base.endswith("/") else posixpath.dirname(base) + "/"
+    base = url_folder(root)
     path = urlsplit(url).path
     rest = path[len(base):] if path.startswith(base) else posixpath.basename(path)
     segments = [safe_segment(part) for part in rest.split("/") if part]

@@ -22,7 +22,6 @@ from oraculum.vo.listing import Crawl
 from oraculum.vo.naming import KeyAllocator, preferred_name, relative_key
 from oraculum.vo.votable import (
     ACCESS,
-    DATALINK_MIME,
     FORMAT,
     IDENTIFIER,
     VOTableError,
@@ -168,4 +167,4 @@ def _has_datalink_rows(table: object) -> bool:
     return fmt is not None and any(_is_datalink(v) for v in column_strings(table, fmt))  # type: ignore[arg-type]
 
 
-__all__ = ["DATALINK_MIME", "Plan", "PlanItem", "plan_crawl", "plan_urls", "plan_votable"]
+__all__ = ["Plan", "PlanItem", "plan_crawl", "plan_urls", "plan_votable"]

@@ -100,7 +100,7 @@ def read_location(location: str, settings: Settings, http: Any) -> bytes:
         try:
             return open_store(folder, settings).get_bytes(name)
         except KeyNotFound:
-            raise VOSourceError(f"no object {location}") from None
+            raise VOSourceError(f"no object {location}: upload it first or fix the location") from None
     try:
         return Path(location).read_bytes()
     except OSError as error:

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 if TYPE_CHECKING:
     from oraculum.vo.fetch import FetchOptions
 
-#: The FITS patterns of oraculum.ingest.DEFAULT_PATTERNS (an index crawl's default; kept equal by a test).
+#: Files taken from a folder or an index crawl by default: FITS, plain or gzipped (oraculum.ingest uses these too).
 FITS_PATTERNS: tuple[str, ...] = ("*.fits", "*.fit", "*.fts", "*.fits.gz", "*.fit.gz", "*.fts.gz")
 
 Kind = Literal["votable", "urls", "index"]
@@ -134,9 +134,10 @@ def _number(text: str, name: str, spec: str, kind: type, low: float, high: float
 
 def _band(text: str, spec: str) -> tuple[float, float]:
     match = re.fullmatch(r"\s*([0-9.eE+]+)\s*-\s*([0-9.eE+]+)\s*", text)
-    if not match:
-        raise VOSourceError(f"source {spec!r}: band={text!r} is not LO-HI in Å, e.g. band=6469-6782")
-    low, high = float(match.group(1)), float(match.group(2))
+    try:
+        low, high = float(match.group(1)), float(match.group(2))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):  # no match, or e.g. 1.2.3
+        raise VOSourceError(f"source {spec!r}: band={text!r} is not LO-HI in Å, e.g. band=6469-6782") from None
     if not 0 < low < high:
         raise VOSourceError(f"source {spec!r}: band={text!r} needs 0 < LO < HI (Å)")
     return low, high

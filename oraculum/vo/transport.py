@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ class HttpClient:
                 error.attempts = attempt + 1
                 raise
             if attempt and isinstance(result, Download):
-                result = Download(result.url, result.path, result.sha256, result.size, result.content_type, attempt + 1)
+                result = replace(result, attempts=attempt + 1)
             return result
         assert last is not None
         raise FetchError(url, last.reason, last.status, self.policy.retries + 1)
