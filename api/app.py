@@ -21,8 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from oraculum import __version__
-from oraculum.datasets import DatasetError
-from oraculum.experiments import ExperimentError
+from oraculum.spectra.datasets import DatasetError
+from oraculum.learning.experiments import ExperimentError
 from oraculum.manifests import ManifestError
 from oraculum.settings import Settings, get_settings
 from oraculum.store import KeyNotFound, ObjectStore, StoreError, open_store
@@ -125,7 +125,7 @@ def _start_runner(settings: Settings, state: AppState, stop: threading.Event) ->
     """``--run-jobs`` on one machine: run the Jobs of resources created through the API."""
     if not settings.api_run_jobs:
         return None
-    from oraculum.runner import LocalRunner
+    from oraculum.control.runner import LocalRunner
     from oraculum.store import LocalStore
 
     if state.backend.name != "local" or not isinstance(state.store, LocalStore):

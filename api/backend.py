@@ -2,12 +2,12 @@
 runner's registry in the store on one machine. One async interface, two implementations.
 
 * :class:`KubernetesBackend`: the ``oraculum.dev/v1alpha1`` custom resources in one namespace,
-  through the operator's own small client (:class:`oraculum.operator.kube.KubeClient`, the same
+  through the operator's own small client (:class:`oraculum.kube.KubeClient`, the same
   login: service account in a pod, kubeconfig outside one). Suspend and resume patch
   ``spec.suspend``; the labels-submitted signal is the annotation the operator watches.
-* :class:`LocalBackend`: :class:`oraculum.registry.LocalRegistry`; the signal is
-  :func:`oraculum.observe.submit_labels`. Resources created here run in whichever process runs
-  the registry (``oraculum serve api --run-jobs``, see :meth:`oraculum.runner.LocalRunner.serve`).
+* :class:`LocalBackend`: :class:`oraculum.control.registry.LocalRegistry`; the signal is
+  :func:`oraculum.control.observe.submit_labels`. Resources created here run in whichever process runs
+  the registry (``oraculum serve api --run-jobs``, see :meth:`oraculum.control.runner.LocalRunner.serve`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oraculum.manifests import API_VERSION, Manifest
-from oraculum.observe import submit_labels
-from oraculum.reconcile import LABELS_SUBMITTED_ANNOTATION
-from oraculum.registry import AlreadyExists, LocalRegistry, normalised
+from oraculum.control.observe import submit_labels
+from oraculum.control.reconcile import LABELS_SUBMITTED_ANNOTATION
+from oraculum.control.registry import AlreadyExists, LocalRegistry, normalised
 from oraculum.settings import Settings
 from oraculum.store import ObjectStore
 
@@ -95,7 +95,7 @@ class Backend(abc.ABC):
 
 
 class LocalBackend(Backend):
-    """The local runner's registry (see :mod:`oraculum.registry`)."""
+    """The local runner's registry (see :mod:`oraculum.control.registry`)."""
 
     name = "local"
 
@@ -156,8 +156,8 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
 
     def __init__(self, namespace: str, login: Callable[[], Any] | None = None) -> None:
-        from oraculum.operator.kube import KubeClient
-        from oraculum.operator.main import make_login
+        from oraculum.kube import KubeClient
+        from oraculum.kube import make_login
 
         from oraculum import __version__
 
@@ -167,7 +167,7 @@ class KubernetesBackend(Backend):
     async def _call(self, coro: Any) -> Any:
         import aiohttp
 
-        from oraculum.operator.kube import ApiError
+        from oraculum.kube import ApiError
 
         try:
             return await coro
@@ -196,8 +196,8 @@ class KubernetesBackend(Backend):
         return None if body is None else self._resource({"kind": kind, **body})
 
     async def create(self, manifest: Manifest) -> Resource:
-        from oraculum.operator.kube import KINDS as KUBE_KINDS
-        from oraculum.operator.kube import path
+        from oraculum.kube import KINDS as KUBE_KINDS
+        from oraculum.kube import path
 
         body = normalised(manifest)
         body["apiVersion"] = API_VERSION

@@ -5,7 +5,7 @@ its method, path, the role it needs and its summary. The role is read from the r
 tree (the ``require(<role>)`` dependencies of :mod:`oraculum.api.deps`), so the table cannot claim
 a role the code does not enforce. Both are checked by ``oraculum docs --check``.
 
-It lives in the API package, not in the core, because it needs FastAPI; see :mod:`oraculum.docs`.
+It lives in the API package, not in the core, because it needs FastAPI; see :mod:`oraculum.docs.pages`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from oraculum.docs import Page, banner, table
+from oraculum.docs.page import Page, banner, table
 
 from .app import create_app
 from .auth import TokenTable

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from oraculum.datasets import Dataset, _read_meta
+from oraculum.spectra.datasets import Dataset, _read_meta
 
 #: Shards kept open at once (each holds its ids and metadata in memory: ~100 bytes per spectrum).
 OPEN_SHARDS = 16

@@ -28,11 +28,11 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from oraculum.datasets import Dataset, DatasetError
-from oraculum.experiments import iteration_key
-from oraculum.labels import LabelEvent, LabelItem, append_event, labels_prefix
-from oraculum.observe import labels_submitted_key
-from oraculum.reconcile import labels_submitted_from_annotations
+from oraculum.spectra.datasets import Dataset, DatasetError
+from oraculum.learning.experiments import iteration_key
+from oraculum.learning.labels import LabelEvent, LabelItem, append_event, labels_prefix
+from oraculum.control.observe import labels_submitted_key
+from oraculum.control.reconcile import labels_submitted_from_annotations
 from oraculum.settings import Settings
 from oraculum.store import KeyNotFound, ObjectStore
 
@@ -456,7 +456,7 @@ class AppState:
         return await self.cached(f"dataset:{name}", 60.0, load)
 
     def archive(self, source_url: str) -> ObjectStore:
-        from oraculum.ingest import archive_store
+        from oraculum.ingest.sources import archive_store
 
         if source_url not in self._archives:
             self._archives[source_url] = archive_store(source_url, self.settings)

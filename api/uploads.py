@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from oraculum.datasets import sha256_file
+from oraculum.spectra.datasets import sha256_file
 from oraculum.store import KeyNotFound, LocalStore, ObjectStore, StoreError
 
 #: Largest file accepted (1 TiB): far beyond any spectrum, small enough to bound offsets.

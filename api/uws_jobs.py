@@ -162,7 +162,7 @@ _BY_ID = {p.id: p for p in PREPROCESSING_PARAMETERS}
 
 
 def _source(value: str) -> dict[str, Any]:
-    from oraculum.ingest import SYNTHETIC_SCHEME, parse_synthetic
+    from oraculum.ingest.sources import SYNTHETIC_SCHEME, parse_synthetic
 
     if value.startswith(SYNTHETIC_SCHEME):
         count, seed = parse_synthetic(value)

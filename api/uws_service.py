@@ -20,8 +20,8 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from oraculum.datasets import DatasetError, index_key
-from oraculum.experiments import iteration_key, iteration_prefix
+from oraculum.spectra.datasets import DatasetError, index_key
+from oraculum.learning.experiments import iteration_key, iteration_prefix
 
 from .auth import Principal
 from .backend import BackendError, Resource

@@ -83,11 +83,11 @@ EVENT_BYTES = 330
 
 def build_world(root: Path, count: int) -> None:
     """A dataset and a cold-start iteration (no TensorFlow needed), in a local folder."""
-    from oraculum.ingest import run_preprocess
-    from oraculum.iteration import run_iteration
+    from oraculum.ingest.pipeline import run_preprocess
+    from oraculum.learning.iteration import run_iteration
     from oraculum.manifests import ExperimentSpec, parse_manifest
-    from oraculum.preprocessing import PreprocessingParameters
-    from oraculum.registry import LocalRegistry, status_key
+    from oraculum.spectra.preprocessing import PreprocessingParameters
+    from oraculum.control.registry import LocalRegistry, status_key
     from oraculum.settings import Settings
     from oraculum.store import LocalStore
 
@@ -225,7 +225,7 @@ class Api:
 
     def __init__(self, env: dict[str, str], workers: int, tree: Path | None) -> None:
         self.port = free_port()
-        command = [sys.executable, "-m", "oraculum.cli", "serve", "api", "--port", str(self.port),
+        command = [sys.executable, "-m", "oraculum.cli.main", "serve", "api", "--port", str(self.port),
                    "--log-level", "warning", "--workers", str(workers)]
         if tree is not None:  # the older commit's code: its own oraculum package first on the path
             env = {**env, "PYTHONPATH": str(tree)}
@@ -240,7 +240,7 @@ class Api:
 
 def export_tree(ref: str, target: Path) -> Path:
     """``git archive ref`` into ``target`` (read-only for the checkout), with the package mapping
-    of pyproject.toml (api/ -> oraculum/api, ...) as symlinks, so ``python -m oraculum.cli`` runs it."""
+    of pyproject.toml (api/ -> oraculum/api, ...) as symlinks, so ``python -m oraculum.cli.main`` runs it."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref], check=True,
                              capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

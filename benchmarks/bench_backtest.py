@@ -1,8 +1,8 @@
 """Backtests across seeds: does uncertainty sampling beat random here, and do the intervals cover?
 
-For each seed: a fresh synthetic pool (``oraculum.synth``, rare targets), the built-in backtest
+For each seed: a fresh synthetic pool (``oraculum.spectra.synth``, rare targets), the built-in backtest
 spec (tiny network), and every strategy run for --iterations iterations with the simulated
-oracle (:func:`oraculum.backtest.run_backtest`). Reports per seed the labels each strategy needed
+oracle (:func:`oraculum.learning.backtest.run_backtest`). Reports per seed the labels each strategy needed
 to reach the goal (real pool precision and recall), how often each strategy got there first, the
 mean learning curves, and the coverage of the precision intervals pooled over all seeds,
 strategies and iterations (with a binomial interval on the coverage rate itself).
@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
-    from oraculum.backtest import SYNTHETIC_FRACTIONS, SYNTHETIC_NOTE, default_spec, format_table, prepare_synthetic, run_backtest
-    from oraculum.estimation import binomial_interval
+    from oraculum.learning.backtest import SYNTHETIC_FRACTIONS, SYNTHETIC_NOTE, default_spec, format_table, prepare_synthetic, run_backtest
+    from oraculum.learning.estimation import binomial_interval
     from oraculum.settings import Settings
     from oraculum.store import LocalStore
 

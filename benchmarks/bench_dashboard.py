@@ -1,7 +1,7 @@
 """Labelling speed of the dashboard: the time from a key press to the next spectrum on screen.
 
-Real parts, as in tests/test_dashboard.py: the API (`oraculum serve api`) on a synthetic world
-made by the real engine (tests/api_world.py: 240 synthetic LAMOST-format spectra, the tiny network,
+Real parts, as in tests/dashboard/test_dashboard.py: the API (`oraculum serve api`) on a synthetic world
+made by the real engine (tests/support/api_world.py: 240 synthetic LAMOST-format spectra, the tiny network,
 a batch of 18 chosen by entropy with a blind estimation sample), the dashboard under gunicorn with
 an ingress prefix, and Debian's headless Chromium (software rendering, no GPU) driven by selenium.
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="Passes through the batch with the arrow keys.")
     parser.add_argument("--world", type=Path, default=None,
-                        help="A store made by tests/api_world.py (default: make one in a temporary folder).")
+                        help="A store made by tests/support/api_world.py (default: make one in a temporary folder).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dashboard.json")
     args = parser.parse_args(argv)
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "world_build_seconds": round(world_seconds, 1),
             "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "load_note": "other processes on the 2 cores slow every figure; a high load average marks a contended run",
-            "data": "synthetic (oraculum.synth via tests/api_world.py), not a real archive",
+            "data": "synthetic (oraculum.spectra.synth via tests/support/api_world.py), not a real archive",
         }
     finally:
         driver.quit()

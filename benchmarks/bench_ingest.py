@@ -49,8 +49,8 @@ def replicate(files: list[Path], count: int, target: Path) -> None:
 
 
 def run(archive: Path, store: Path, workers: int, shards: int) -> dict[str, float]:
-    from oraculum.ingest import run_preprocess
-    from oraculum.preprocessing import PreprocessingParameters
+    from oraculum.ingest.pipeline import run_preprocess
+    from oraculum.spectra.preprocessing import PreprocessingParameters
     from oraculum.settings import Settings
 
     def cpu_seconds() -> float:

@@ -7,8 +7,8 @@ files page-cached (each read once before timing):
 * NAIVE - the earlier systems' approach: ``astropy.io.fits.open``, read all rows
   (``hdul[0].data``), wavelength from the WCS, ``numpy.interp`` onto the default grid, min-max
   scaling;
-* OURS  - ``open(...).read()``, :func:`oraculum.readers.read_spectrum` (header-card scan +
-  ``numpy.frombuffer``) and :func:`oraculum.preprocessing.preprocess`.
+* OURS  - ``open(...).read()``, :func:`oraculum.spectra.readers.read_spectrum` (header-card scan +
+  ``numpy.frombuffer``) and :func:`oraculum.spectra.preprocessing.preprocess`.
 
 Each approach runs in its own subprocess, so peak memory (``ru_maxrss``, dominated by the
 imports both share) is its own; the peak memory allocated while processing one file
@@ -75,8 +75,8 @@ def worker(approach: str, list_file: Path) -> None:
         path.read_bytes()
     import numpy as np
 
-    from oraculum.preprocessing import PreprocessingParameters, preprocess
-    from oraculum.readers import read_spectrum
+    from oraculum.spectra.preprocessing import PreprocessingParameters, preprocess
+    from oraculum.spectra.readers import read_spectrum
 
     params = PreprocessingParameters()
     if approach == "naive":
@@ -164,8 +164,8 @@ def check_outputs(files: list[Path]) -> dict[str, object]:
     import numpy as np
     from astropy.io import fits
 
-    from oraculum.preprocessing import PreprocessingParameters, preprocess
-    from oraculum.readers import read_spectrum, read_spectrum_reference
+    from oraculum.spectra.preprocessing import PreprocessingParameters, preprocess
+    from oraculum.spectra.readers import read_spectrum, read_spectrum_reference
 
     params = PreprocessingParameters()
     identical = close = 0

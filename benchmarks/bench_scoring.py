@@ -5,7 +5,7 @@ Measured side by side in one run:
 1. the machine's achievable float32 FLOP/s (a large numpy matmul, best of several), and from it
    the floating-point bound on scoring: ``FLOP/s / FLOP per spectrum``;
 2. scoring throughput (spectra/s) of the ``podsztavek2020`` network at 140 points through
-   :class:`oraculum.scoring.Scorer`, for a few chunk sizes, and its ratio to that bound;
+   :class:`oraculum.learning.scoring.Scorer`, for a few chunk sizes, and its ratio to that bound;
 3. MC dropout with T = 20: the cached path (conv features once, head T times) against running the
    whole network T times, and the FLOP-count prediction of the ratio;
 4. peak resident memory while streaming a pool of ``--pool`` spectra (default 1,000,000) through
@@ -133,7 +133,7 @@ def timed(fn: Callable[[], object], repeats: int = 2) -> float:
 
 def pool_batches(pool: int, batch_size: int) -> Iterator[object]:
     """Synthetic pool batches generated on the fly, so the pool itself never exists in memory."""
-    from oraculum.scoring import ArrayBatch
+    from oraculum.learning.scoring import ArrayBatch
 
     for number, start in enumerate(range(0, pool, batch_size)):
         rows = min(batch_size, pool - start)
@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")
     args = parser.parse_args(argv)
 
-    from oraculum.model import build_model, flops_by_layer, flops_per_spectrum
-    from oraculum.scores import write_scores
-    from oraculum.scoring import DEFAULT_CHUNK, Scorer, mc_probs_uncached
+    from oraculum.learning.model import build_model, flops_by_layer, flops_per_spectrum
+    from oraculum.learning.scores import write_scores
+    from oraculum.learning.scoring import DEFAULT_CHUNK, Scorer, mc_probs_uncached
 
     import keras
     import tensorflow as tf

@@ -62,7 +62,7 @@ def through_api(url: str, source: Path, prefix: str, chunk_size: int | None) -> 
 
 
 def measure(name: str, source: Path, url: str, work: Path, chunk_size: int | None) -> dict[str, Any]:
-    from oraculum.upload import walk
+    from oraculum.client.upload import walk
 
     files = [(path, relative) for path, relative, problem in walk([source]) if path is not None and not problem]
     size = sum(path.stat().st_size for path, _ in files)

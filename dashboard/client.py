@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from oraculum.api_errors import response_error
+from oraculum.client.errors import response_error
 
 PREFIX = "/api/v1"
 
@@ -39,7 +39,7 @@ class ApiError(Exception):
 
 
 def error_message(response: httpx.Response) -> str:
-    """The API's message for a failed response (see :func:`oraculum.api_errors.response_error`)."""
+    """The API's message for a failed response (see :func:`oraculum.client.errors.response_error`)."""
     return response_error(response, limit=300)[0]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from oraculum.wavelength import LINES_VACUUM_A, vacuum_to_air
+from oraculum.spectra.wavelength import LINES_VACUUM_A, vacuum_to_air
 
 from .client import ApiClient
 

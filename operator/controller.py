@@ -1,4 +1,4 @@
-"""The reconciler: Kubernetes in, :mod:`oraculum.reconcile` decision out, Kubernetes again.
+"""The reconciler: Kubernetes in, :mod:`oraculum.control.reconcile` decision out, Kubernetes again.
 
 For one resource it reads the object afresh, lists its Jobs by label (and the pods of any Job
 that waits for a node, for the scheduler's message), reads the store, calls the pure reconcile
@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from oraculum.jobs import LABEL_EXPERIMENT, LABEL_PPJ, JobConfig
+from oraculum.control.jobs import LABEL_EXPERIMENT, LABEL_PPJ, JobConfig
 from oraculum.manifests import ExperimentSpec, PreprocessingJobSpec
-from oraculum.observe import observe_dataset, observe_experiment
-from oraculum.reconcile import (
+from oraculum.control.observe import observe_dataset, observe_experiment
+from oraculum.control.reconcile import (
     Decision,
     ObjectRef,
     ObservedJob,
@@ -36,7 +36,7 @@ from oraculum.reconcile import (
 )
 from oraculum.store import ObjectStore, StoreError
 
-from .kube import ApiError, KubeClient
+from oraculum.kube import ApiError, KubeClient
 
 log = logging.getLogger("oraculum.operator")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from oraculum.jobs import MANAGED_BY
+from oraculum.control.jobs import MANAGED_BY
 from oraculum.manifests import GROUP, VERSION
 
 from .controller import Reconciler

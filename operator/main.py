@@ -9,33 +9,17 @@ from datetime import datetime
 
 import kopf
 
-from oraculum.jobs import JobConfig
+from oraculum.control.jobs import JobConfig
+from oraculum.kube import KubeClient, make_login
 from oraculum.settings import Settings
 from oraculum.store import ObjectStore, open_store
 
 from .controller import Reconciler
 from .handlers import build_registry, configure
-from .kube import KubeClient
 
-__all__ = ["job_config", "make_login", "operator_main", "run_operator"]
+__all__ = ["job_config", "operator_main", "run_operator"]
 
 log = logging.getLogger("oraculum.operator")
-
-
-def make_login(connection: kopf.ConnectionInfo | None = None) -> Callable[[], kopf.ConnectionInfo]:
-    """How to reach the API server: ``connection`` if given (tests), else the pod's service
-    account, else the kubeconfig. kopf and the reconciler's client use the same one."""
-
-    def login() -> kopf.ConnectionInfo:
-        if connection is not None:
-            return connection
-        settings = kopf.OperatorSettings()
-        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-        if info is None:
-            raise kopf.LoginError("no service account token and no kubeconfig: cannot reach a Kubernetes API server")
-        return info
-
-    return login
 
 
 def job_config(settings: Settings, config: JobConfig | None = None) -> JobConfig:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from oraculum.preprocessing import Normalisation, PreprocessingParameters, WavelengthGrid
+from oraculum.spectra.preprocessing import Normalisation, PreprocessingParameters, WavelengthGrid
 
 GROUP = "oraculum.dev"
 VERSION = "v1alpha1"
@@ -39,7 +39,7 @@ class ManifestError(ValueError):
 
 
 class SyntheticSourceSpec(SpecModel):
-    """Synthetic LAMOST-format spectra with known labels (oraculum.synth), made on first use.
+    """Synthetic LAMOST-format spectra with known labels (oraculum.spectra.synth), made on first use.
 
     For demos, end-to-end tests and backtests: a pool that needs no archive. The files are
     written once to ``archive/synthetic-<count>-s<seed>/`` in the store, with ``labels.csv``

@@ -1,7 +1,7 @@
 """Progress reports of a running Job to the API gateway (``POST /api/v1/<kind>/<name>/progress``).
 
 A Job's pod (or a subprocess of the local runner) learns from its environment where to report
-and as whom; the Job builder (:mod:`oraculum.jobs`) puts these variables into every pod when the
+and as whom; the Job builder (:mod:`oraculum.control.jobs`) puts these variables into every pod when the
 installation has an API to report to:
 
 ``ORACULUM_API_URL``          the API gateway as the pod reaches it, e.g. http://oraculum-api.oraculum.svc:8000

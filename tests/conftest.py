@@ -1,5 +1,10 @@
 """Shared pytest fixtures.
 
+The fixtures of ``tests/support`` reach every test through ``pytest_plugins`` below, never by
+importing them by name: ``s3_endpoint``/``s3_settings`` (a moto S3 server) and ``redis_server``,
+``world`` and ``local_store`` (the API's prepared store). Helpers that are not fixtures (process
+harnesses, the emulator, constants) are imported from ``tests.support.<module>`` as usual.
+
 ``shared_data``: the folder of real archive spectra (``../shared/data`` next to the repository,
 see its README). It is never copied into the repository, so tests that need it skip cleanly on
 a fresh clone.
@@ -10,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.support.s3server", "tests.support.api_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from oraculum.store import KeyNotFound, LocalStore, ObjectStore, StoreError, open_store
-from s3server import s3_endpoint, s3_settings  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from oraculum.experiments import iteration_key, list_iterations
+from oraculum.learning.experiments import iteration_key, list_iterations
 
 from ..deps import ExperimentName, Iteration, State, Viewer
 from ..models import (

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from oraculum.datasets import list_datasets
+from oraculum.spectra.datasets import list_datasets
 
 from ..deps import DatasetName, State, Viewer
 from ..models import DatasetDetail, DatasetSummary, RejectedFile, RejectedPage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response
 
-from oraculum.experiments import iteration_key, list_iterations
+from oraculum.learning.experiments import iteration_key, list_iterations
 from oraculum.store import KeyNotFound
 
 from ..deps import ExperimentName, Iteration, State, Viewer

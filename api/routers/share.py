@@ -5,7 +5,7 @@ Two kinds of routes (see :mod:`oraculum.api.links` for the signature):
 * ``GET .../share`` (viewer): a link valid for a few minutes, plus the complete ``samp.params``
   of the SAMP message that makes SPLAT load the spectrum (``spectrum.load.ssa-generic``, with
   its SSA ``meta``) or TOPCAT load the table (``table.load.votable``). The dashboard's browser
-  side and :mod:`oraculum.samp` only forward that message to the SAMP hub.
+  side and :mod:`oraculum.client.samp` only forward that message to the SAMP hub.
 * ``GET /shared/...`` (no token; the link's signature instead): the object itself, a FITS or
   VOTable spectrum (wavelength in Å, in the medium the spectrum is in) or the candidates VOTable.
 
@@ -25,8 +25,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from oraculum.experiments import iteration_key
-from oraculum.samp import SPECTRUM_MTYPE, TABLE_MTYPE
+from oraculum.learning.experiments import iteration_key
+from oraculum.client.samp import SPECTRUM_MTYPE, TABLE_MTYPE
 from oraculum.vo.export import MIME, SpectrumDocument, ssa_meta, to_fits, to_votable
 
 from ..auth import Principal

@@ -10,8 +10,8 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from oraculum.readers import read_spectrum
-from oraculum.spectrum import SpectrumRejected
+from oraculum.spectra.readers import read_spectrum
+from oraculum.spectra.spectrum import SpectrumRejected
 from oraculum.store import KeyNotFound, StoreError
 
 from ..deps import DatasetName, Index, State, Viewer

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
-from oraculum.datasets import sha256_file
+from oraculum.spectra.datasets import sha256_file
 from oraculum.store import KeyNotFound, ObjectStore, StoreError
 from oraculum.vo.datalink import LinkChooser, Product, ServiceDescriptor, resolve_document, resolve_ids
 from oraculum.vo.plan import PlanItem

@@ -3,7 +3,7 @@
 A plan is made once from the source document (a VOTable, a URL list, or the crawl of an index
 page) and kept in the store beside the files (``_fetch/<source digest>/plan.jsonl``). Its order
 is the order of the rows (of the list, of the sorted crawl), and shard ``i`` of ``n`` is a
-contiguous slice of it, exactly like the slices of a file listing in :mod:`oraculum.ingest`; so
+contiguous slice of it, exactly like the slices of a file listing in :mod:`oraculum.ingest.pipeline`; so
 every pod of an Indexed Job computes the same slices without talking to the others, and pod
 ``i`` downloads and then preprocesses the same rows.
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oraculum.ingest import DEFAULT_PATTERNS, Source, shard_bounds
+from oraculum.spectra.archive import DEFAULT_PATTERNS, Source, shard_bounds
 from oraculum.settings import Settings, get_settings
-from oraculum.spectrum import RejectReason, SpectrumRejected
+from oraculum.spectra.spectrum import RejectReason, SpectrumRejected
 from oraculum.store import KeyNotFound, ObjectInfo, ObjectStore, open_store
 from oraculum.vo.spec import Kind, VOSourceError, VOSpec, parse_vo_spec
 

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from oraculum.spectra.archive import FITS_PATTERNS
+
 if TYPE_CHECKING:
     from oraculum.vo.fetch import FetchOptions
-
-#: Files taken from a folder or an index crawl by default: FITS, plain or gzipped (oraculum.ingest uses these too).
-FITS_PATTERNS: tuple[str, ...] = ("*.fits", "*.fit", "*.fts", "*.fits.gz", "*.fit.gz", "*.fts.gz")
 
 Kind = Literal["votable", "urls", "index"]
 KINDS: tuple[Kind, ...] = ("votable", "urls", "index")
@@ -104,7 +103,7 @@ class VOSpec:
 
     @property
     def archive_prefix(self) -> str:
-        """Where :func:`oraculum preprocess <oraculum.ingest.run_preprocess>` keeps the files."""
+        """Where :func:`oraculum preprocess <oraculum.ingest.pipeline.run_preprocess>` keeps the files."""
         path = urlsplit(self.location).path if "://" in self.location else self.location.removeprefix("store:")
         stem = re.sub(r"[^a-z0-9]+", "-", posixpath.basename(path.rstrip("/")).lower()).strip("-")[:40].strip("-")
         return f"{ARCHIVE_ROOT}/{self.kind}-{stem or 'source'}-{self.digest}"
@@ -203,7 +202,7 @@ def banded(spec: VOSpec, grid: Any, margin_A: float = CUTOUT_MARGIN_A) -> VOSpec
     yet; else ``spec`` itself. Cutouts are requested in vacuum wavelengths."""
     if spec.kind != "votable" or spec.datalink in ("this", "none") or spec.band_A is not None:
         return spec
-    from oraculum.wavelength import air_to_vacuum
+    from oraculum.spectra.wavelength import air_to_vacuum
 
     start, end = float(grid.start), float(grid.end)
     if getattr(grid, "medium", "vacuum") == "air":

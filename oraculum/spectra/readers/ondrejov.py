@@ -1,0 +1,104 @@
+"""Ondřejov CCD700 spectra (2-m Perek telescope): the archive's SSAP table and 1-D images.
+
+``ondrejov-table``: an empty primary HDU and a binary table with columns ``spectral``
+(wavelength in Å, **air**, as the column comment says) and ``flux`` (relative flux), one row per
+pixel; the form the Ondřejov archive's SSAP service delivers.
+
+``fits-image-1d``: a 1-D image (primary, or the first image extension after an empty primary)
+with a linear wavelength WCS (CRVAL1, CDELT1 or CD1_1, CRPIX1 defaulting to 1; IRAF's
+DC-FLAG = 1 marks a log10 axis), the form of the CCD700 reduction pipeline (IRAF). Ondřejov
+wavelengths are in air, so air is assumed unless the header says vacuum (VACUUM = T, or
+AIRORVAC = 'vac').
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.io import fits
+
+from oraculum.spectra.readers.arrays import make_spectrum
+from oraculum.spectra.readers.columns import medium_from_text, unit_factor_A
+from oraculum.spectra.readers.fits_io import check_data_complete, column_array, header_get, hdu_label
+from oraculum.spectra.readers.metadata import HeaderGet, first_of, meta_from_header, wcs_cards
+from oraculum.spectra.spectrum import RejectReason, Spectrum, SpectrumRejected
+from oraculum.spectra.wavelength import Medium
+
+FORMAT_TABLE = "ondrejov-table"
+FORMAT_IMAGE_1D = "fits-image-1d"
+
+
+def _column_index(hdu: fits.BinTableHDU, wanted: str) -> int | None:
+    for i, column in enumerate(hdu.columns.names or []):
+        if column.strip().lower() == wanted:
+            return i
+    return None
+
+
+def is_ondrejov_table(hdu: fits.BinTableHDU) -> bool:
+    """A table with ``spectral`` and ``flux`` columns (the SSAP spectrum data model names)."""
+    return _column_index(hdu, "spectral") is not None and _column_index(hdu, "flux") is not None
+
+
+def _header_medium(get: HeaderGet) -> Medium | None:
+    if get("VACUUM") is True:
+        return "vacuum"
+    if get("VACUUM") is False:
+        return "air"
+    return medium_from_text(get("AIRORVAC"))
+
+
+def read_ondrejov_table(hdus: list, index: int, total_bytes: int, name: str) -> Spectrum:
+    """``ondrejov-table``: air wavelengths from ``spectral``, flux from ``flux``."""
+    hdu = hdus[index]
+    where = f"{name}: {hdu_label(index, hdu)}"
+    check_data_complete(hdu, index, total_bytes, name)
+    wave_i = _column_index(hdu, "spectral")
+    flux_i = _column_index(hdu, "flux")
+    assert wave_i is not None and flux_i is not None
+    header = hdu.header
+    unit = header.get(f"TUNIT{wave_i + 1}")
+    factor = unit_factor_A(unit if isinstance(unit, str) else None)
+    if factor is None:
+        raise SpectrumRejected(
+            RejectReason.UNKNOWN_LAYOUT, f"{where}: wavelength unit {unit!r} not understood"
+        )
+    columns = hdu.columns.names
+    wavelength = np.asarray(column_array(hdu, columns[wave_i], where), dtype=np.float64) * factor
+    flux = column_array(hdu, columns[flux_i], where)
+    get = first_of(header_get(header), header_get(hdus[0].header))
+    comment = header.comments[f"TTYPE{wave_i + 1}"] if f"TTYPE{wave_i + 1}" in header else ""
+    medium = medium_from_text(comment) or _header_medium(get) or "air"
+    return make_spectrum(
+        wavelength, flux, medium=medium, format=FORMAT_TABLE, meta=meta_from_header(get), where=where
+    )
+
+
+def read_image_1d(hdus: list, index: int, total_bytes: int, name: str) -> Spectrum:
+    """``fits-image-1d``: flux from a 1-D image, wavelength from its linear (or log) WCS."""
+    hdu = hdus[index]
+    where = f"{name}: {hdu_label(index, hdu)}"
+    get = header_get(hdu.header)
+    if index:
+        get = first_of(get, header_get(hdus[0].header))
+    crval, step, crpix = wcs_cards(get)
+    numbers = [crval, step, crpix]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) or step == 0:
+        raise SpectrumRejected(
+            RejectReason.UNKNOWN_LAYOUT,
+            f"{where}: 1-D image without a wavelength WCS (CRVAL1={crval!r}, "
+            f"CDELT1/CD1_1={step!r}, CRPIX1={crpix!r})",
+        )
+    unit = get("CUNIT1")
+    factor = unit_factor_A(unit if isinstance(unit, str) else None)
+    if factor is None:
+        raise SpectrumRejected(
+            RejectReason.UNKNOWN_LAYOUT, f"{where}: wavelength unit CUNIT1={unit!r} not understood"
+        )
+    check_data_complete(hdu, index, total_bytes, name)
+    flux = np.asarray(hdu.data).ravel()
+    axis = float(crval) + float(step) * (np.arange(flux.size, dtype=np.float64) + 1.0 - float(crpix))
+    wavelength = 10.0**axis if get("DC-FLAG") == 1 else axis * factor
+    medium = _header_medium(get) or "air"
+    return make_spectrum(
+        wavelength, flux, medium=medium, format=FORMAT_IMAGE_1D, meta=meta_from_header(get), where=where
+    )
