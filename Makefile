@@ -16,3 +16,13 @@ bench:
 
 clean:
 	rm -rf oraculum-data .pytest_cache
+
+# A real Kubernetes control plane on loopback for trying things by hand (scripts/controlplane):
+# `make cluster` builds or reuses the binaries, starts it and prints `export KUBECONFIG=...`.
+.PHONY: cluster cluster-stop
+cluster:
+	@./scripts/bootstrap
+	@./scripts/controlplane start
+
+cluster-stop:
+	@./scripts/controlplane stop

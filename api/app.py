@@ -9,6 +9,7 @@ anything the caller can fix; a store or Redis that cannot be reached is a 503 wi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from oraculum import __version__
@@ -29,10 +31,12 @@ from oraculum.store import KeyNotFound, ObjectStore, StoreError, open_store
 
 from .auth import TokenEntry, TokenTable
 from .backend import Backend, BackendError, open_backend
+from .bodies import validation_error
 from .collector import freeze_startup_objects
 from .limits import BodyLimitMiddleware
 from .live import Live, LiveUnavailable, open_live
 from .metrics import Metrics, MetricsMiddleware
+from .ratelimit import parse_rates
 from .routers import batches, datasets, events, health, labels, resources, results, spectra
 from .routers import uploads as uploads_router
 from .routers import uws as uws_router
@@ -61,6 +65,7 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
     if not len(tokens):
         log.warning("no API tokens configured (ORACULUM_AUTH_FILE, ORACULUM_API_TOKENS): every request will be refused")
     metrics = Metrics()
+    rates = parse_rates(settings.api_rate_limits)  # a mistake in them stops the start, naming it
     runner_stop = threading.Event()
 
     @asynccontextmanager
@@ -72,6 +77,7 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
                          tokens, metrics)
         app.state.oraculum = state
         runner = _start_runner(settings, state, runner_stop)
+        expiry = asyncio.create_task(uploads_router.expire_uploads(app, state), name="oraculum-upload-expiry")
         log.info("oraculum API %s: store %s, backend %s, live state %s", __version__, the_store.url,
                  state.backend.name, state.live.kind)
         if served:
@@ -79,6 +85,7 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
         try:
             yield
         finally:
+            expiry.cancel()
             runner_stop.set()
             if runner is not None:
                 runner.join(timeout=30)
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
         responses={401: {"description": "no or invalid token"}, 403: {"description": "the token's role may not do this"},
                    413: {"description": "request body too large"}},
     )
+    app.state.rates = rates
     app.include_router(health.router)
     app.include_router(health.api, prefix=PREFIX)
     for router in (resources.experiments, resources.preprocessing, batches.router, labels.router, results.router,
@@ -152,6 +160,8 @@ def _errors(app: FastAPI) -> None:
 
     def answer(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
     @app.exception_handler(KeyNotFound)
     async def not_found(_: Request, error: KeyNotFound) -> JSONResponse:

@@ -48,10 +48,13 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-Viewer = Annotated[Principal, Depends(require("viewer"))]
-Oracle = Annotated[Principal, Depends(require("oracle"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
-Worker = Annotated[Principal, Depends(require("worker"))]
+#: One dependency per role: a route that names the same one twice (e.g. through a rate limit,
+#: :mod:`oraculum.api.ratelimit`) authenticates once.
+ROLE_DEPENDENCIES = {role: require(role) for role in ("viewer", "oracle", "admin", "worker")}
+Viewer = Annotated[Principal, Depends(ROLE_DEPENDENCIES["viewer"])]
+Oracle = Annotated[Principal, Depends(ROLE_DEPENDENCIES["oracle"])]
+Admin = Annotated[Principal, Depends(ROLE_DEPENDENCIES["admin"])]
+Worker = Annotated[Principal, Depends(ROLE_DEPENDENCIES["worker"])]
 
 ExperimentName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="metadata.name of the experiment.")]
 ResourceName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="metadata.name of the resource.")]

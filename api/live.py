@@ -109,6 +109,12 @@ class Live(abc.ABC):
     async def progress(self, resource: str) -> dict[str, dict[str, Any]]:
         """Latest report per Job of a resource."""
 
+    # -- rate limits -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def take(self, key: str, rate: float, burst: int) -> float:
+        """Take one request from the token bucket ``key`` (``burst`` at most, refilled at ``rate``
+        a second): 0 when there was one, else the seconds until there is (nothing is taken)."""
+
     # -- events ----------------------------------------------------------------------------------
     @abc.abstractmethod
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
@@ -137,6 +143,7 @@ class MemoryLive(Live):
         self._locks: dict[str, tuple[str, float]] = {}
         self._progress: dict[str, dict[str, tuple[dict[str, Any], float]]] = defaultdict(dict)
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (requests left, when)
 
     async def labels(self, experiment: str, iteration: int) -> dict[int, Entry] | None:
         key = (experiment, iteration)
@@ -202,6 +209,18 @@ class MemoryLive(Live):
         now = time.monotonic()
         return {job: report for job, (report, until) in self._progress.get(resource, {}).items() if until > now}
 
+    async def take(self, key: str, rate: float, burst: int) -> float:
+        now = time.monotonic()
+        if len(self._buckets) > 10_000:  # forget the full ones (as Redis lets them expire)
+            self._buckets = {k: (t, at) for k, (t, at) in self._buckets.items() if t + (now - at) * rate < burst}
+        tokens, at = self._buckets.get(key, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / rate
+        self._buckets[key] = (tokens - 1, now)
+        return 0.0
+
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         for queue in list(self._subscribers.get(channel, ())):
             if queue.qsize() < 1000:  # a stuck subscriber loses events, never blocks the API
@@ -238,6 +257,7 @@ class RedisLive(Live):
         self._release = self._redis.register_script(scripts.RELEASE)
         self._holders = self._redis.register_script(scripts.HOLDERS)
         self._view = self._redis.register_script(scripts.VIEW)
+        self._take = self._redis.register_script(scripts.TAKE)
         self._dirty: set[tuple[str, int]] = set()
 
     def _k(self, *parts: object) -> str:
@@ -361,6 +381,9 @@ class RedisLive(Live):
     async def progress(self, resource: str) -> dict[str, dict[str, Any]]:
         raw = await self._call(self._redis.hgetall(self._k("progress", resource)))
         return {job: json.loads(value) for job, value in raw.items()}
+
+    async def take(self, key: str, rate: float, burst: int) -> float:
+        return float(await self._call(self._take(keys=[self._k("rate", key)], args=[rate, burst])))
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         await self._call(self._redis.publish(self._k("events", channel), json.dumps(event)))

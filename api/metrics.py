@@ -32,6 +32,8 @@ class Metrics:
                                         registry=r)
         self.event_streams = Gauge("oraculum_api_event_streams", "Open server-sent event streams.", registry=r)
         self.progress_reports = Counter("oraculum_api_progress_reports", "Progress reports from Jobs.", registry=r)
+        self.rate_limited = Counter("oraculum_api_rate_limited", "Requests refused by a per-token rate limit (429).",
+                                    ["kind"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -183,3 +183,23 @@ HOLDERS = _READ + "return holders(KEYS[1])"
 #: :data:`SNAPSHOT` and :data:`HOLDERS` in one round trip (a batch read needs both).
 #: KEYS: labels hash, labels-built key, lock-index key. Returns {snapshot or nil, holders}.
 VIEW = _READ + "return {snapshot(KEYS[1], KEYS[2]), holders(KEYS[3])}"
+
+#: Take one request from a token bucket (per-token rate limits, :mod:`oraculum.api.ratelimit`);
+#: the bucket holds up to ``burst`` requests and refills at ``rate`` a second, by the server's
+#: clock (the same for every replica). KEYS: bucket key. ARGV: rate, burst.
+#: Returns "0" when taken, else the seconds until one is there (as text: Lua numbers become integers).
+TAKE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""

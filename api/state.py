@@ -45,6 +45,11 @@ from .spectra_cache import ShardCache
 
 log = logging.getLogger("oraculum.api")
 
+#: Threads per kind of blocking work, each kind its own pool: one kind cannot take the threads of
+#: the rest (before, ~11 upload aborts filled the one pool of 16 and every read waited behind
+#: them; a flood of label-event log reads slowed everyone's label writes).
+POOLS = {"store": 16, "labels": 8, "logs": 4, "archive": 4, "uploads": 4, "cleanup": 2}
+
 EXPERIMENT = "ActiveLearningExperiment"
 PPJ = "PreprocessingJob"
 UNSURE = "unsure"
@@ -76,8 +81,9 @@ class AppState:
         self.tokens = tokens
         self.metrics = metrics
         self.started = time.time()
-        # store calls block: a bounded pool (more threads than this only fight over the GIL)
-        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oraculum-api-io")
+        # store calls block: bounded pools, one per kind of work (see POOLS)
+        self.pools = {kind: ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"oraculum-api-{kind}")
+                      for kind, size in POOLS.items()}
         self._cache = TtlCache()
         self._rebuilding: dict[tuple[str, int], asyncio.Lock] = {}
         self._archives: dict[str, ObjectStore] = {}
@@ -85,9 +91,9 @@ class AppState:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    async def io(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking store call on the I/O thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def io(self, fn: Callable[..., Any], *args: Any, pool: str = "store") -> Any:
+        """Run a blocking call on the thread pool of its kind of work (see :data:`POOLS`)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pools[pool], fn, *args)
 
     async def cached(self, key: str, ttl: float, load: Callable[[], Any]) -> Any:
         """``load()``'s value, at most ``ttl`` seconds old (see :class:`oraculum.api.cache.TtlCache`)."""
@@ -182,14 +188,14 @@ class AppState:
     def events_prefix(self, experiment: str, iteration: int) -> str:
         return f"{labels_prefix(experiment)}{iteration:05d}/"
 
-    async def event_keys(self, experiment: str, iteration: int) -> list[str]:
+    async def event_keys(self, experiment: str, iteration: int, pool: str = "store") -> list[str]:
         """Keys of the iteration's stored label events, oldest first (keys sort in time order)."""
         prefix = self.events_prefix(experiment, iteration)
-        return sorted(await self.io(lambda: [info.key for info in self.store.list(prefix)]))
+        return sorted(await self.io(lambda: [info.key for info in self.store.list(prefix)], pool=pool))
 
-    async def read_events(self, keys: list[str]) -> list[tuple[str, LabelEvent]]:
-        """The events under ``keys``, read in parallel on the I/O pool, in the order given; one
-        deleted between listing and reading is left out."""
+    async def read_events(self, keys: list[str], pool: str = "store") -> list[tuple[str, LabelEvent]]:
+        """The events under ``keys``, read in parallel on the thread pool ``pool``, in the order
+        given; one deleted between listing and reading is left out."""
         def read(key: str) -> tuple[str, LabelEvent] | None:
             try:
                 return key, LabelEvent.model_validate_json(self.store.get_bytes(key))
@@ -197,7 +203,7 @@ class AppState:
                 return None
 
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(*(loop.run_in_executor(self.executor, read, key) for key in keys))
+        results = await asyncio.gather(*(loop.run_in_executor(self.pools[pool], read, key) for key in keys))
         return [found for found in results if found is not None]
 
     async def labels_from_store(self, experiment: str, iteration: int) -> dict[int, Entry]:
@@ -384,7 +390,7 @@ class AppState:
                                  set=set_name, bulk=bulk, comment=comment, items=items)  # type: ignore[arg-type]
                       for set_name, items in by_set.items()]
             loop = asyncio.get_running_loop()
-            keys = list(await asyncio.gather(*(loop.run_in_executor(self.executor, append_event, self.store,
+            keys = list(await asyncio.gather(*(loop.run_in_executor(self.pools["labels"], append_event, self.store,
                                                                     experiment, event) for event in events)))
             for key, event in zip(keys, events, strict=True):
                 entries.update(event_entries(key, event))
@@ -465,7 +471,8 @@ class AppState:
     async def close(self) -> None:
         await self.backend.close()
         await self.live.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         self.shards.close()
 
 

@@ -9,7 +9,9 @@ replica or a client started again the next day continues where the bytes stop.
 Store layout::
 
     uploads/sessions/<id>.json          an upload in progress: declaration, bytes received, who
-    uploads/parts/<id>/<number:08d>     chunk ``number``: bytes number*chunk .. (number+1)*chunk
+    uploads/parts/<id>/<nonce>/<n:08d>  chunk ``n``: bytes n*chunk .. (n+1)*chunk (the nonce is new
+                                        for each session of that id: an abort's cleanup never
+                                        touches the parts of the session declared after it)
     uploads/complete/<id>.json          a finished upload (an audit record: who, when, key)
     uploads/checksums/<p>/<sha256>.json which path under prefix <p> (digest of the prefix) holds
                                         a file with this content: duplicate detection
@@ -26,6 +28,14 @@ Duplicates: a file whose content is already registered under the prefix (uploade
 any path) is not stored again. Files put under ``archive/<prefix>/`` by other means are only
 noticed when a new upload has the same path (they are then hashed once and registered).
 
+Limits: a declaration is refused (422 naming the setting) beyond ``ORACULUM_API_UPLOAD_MAX_BYTES``
+or beyond ``ORACULUM_API_UPLOAD_MAX_CHUNKS`` chunks. Discarding an upload (abort, completion,
+expiry) lists the parts that exist and deletes them in batches (S3 DeleteObjects): its cost
+follows what was uploaded, never the declared size. An abort only marks the session under the
+lock and hands back the deletion, which the API runs on a pool of its own with a deadline
+(:mod:`oraculum.api.routers.uploads`); :meth:`Uploads.expire` discards what has been idle for too
+long, finishes aborts a restart interrupted, and removes parts no session owns.
+
 Concurrency: one process serialises the calls of one session with a lock; across replicas the
 last writer of the session document wins, and completion checks that every part is there with
 its size, so a lost race costs a resend (409 with the offset to continue from), never a corrupt
@@ -39,9 +49,10 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -143,7 +154,8 @@ class Session:
     created: str
     updated: str
     received: int = 0
-    state: str = "uploading"  # uploading | complete
+    state: str = "uploading"  # uploading | complete | aborted (its parts are being deleted)
+    nonce: str = ""  # names this session's parts folder ("": parts straight under the id, older sessions)
 
     @property
     def key(self) -> str:
@@ -153,6 +165,14 @@ class Session:
     def parts(self) -> int:
         """Number of chunks the whole file takes."""
         return -(-self.size // self.chunk)
+
+    @property
+    def parts_prefix(self) -> str:
+        """Where the parts of this session (and only they) are stored."""
+        return f"uploads/parts/{self.id}/{self.nonce}/" if self.nonce else f"uploads/parts/{self.id}/"
+
+    def part_key(self, number: int) -> str:
+        return f"{self.parts_prefix}{number:08d}"
 
     def part_length(self, number: int) -> int:
         return min(self.chunk, self.size - number * self.chunk)
@@ -185,10 +205,13 @@ class Uploads:
     ``chunk_size`` is the largest chunk accepted (the API's body limit); a session may ask for
     smaller chunks (at least :data:`MIN_CHUNK_BYTES`)."""
 
-    def __init__(self, store: ObjectStore, chunk_size: int, tmp_dir: str | None = None) -> None:
+    def __init__(self, store: ObjectStore, chunk_size: int, tmp_dir: str | None = None, *,
+                 max_bytes: int = MAX_FILE_BYTES, max_chunks: int | None = None) -> None:
         self.store = store
         self.chunk_size = max(MIN_CHUNK_BYTES, min(int(chunk_size), MAX_CHUNK_BYTES))
         self.tmp_dir = tmp_dir
+        self.max_bytes = min(int(max_bytes), MAX_FILE_BYTES)
+        self.max_chunks = max_chunks
         # striped locks: bounded memory however many files pass through one process
         self._locks = [threading.Lock() for _ in range(64)]
 
@@ -201,10 +224,6 @@ class Uploads:
     @staticmethod
     def _complete_key(upload_id: str) -> str:
         return f"uploads/complete/{upload_id}.json"
-
-    @staticmethod
-    def _part_key(upload_id: str, number: int) -> str:
-        return f"uploads/parts/{upload_id}/{number:08d}"
 
     @staticmethod
     def _checksum_key(prefix: str, sha256: str) -> str:
@@ -237,7 +256,7 @@ class Uploads:
 
     def _session(self, upload_id: str) -> Session:
         session = self._load(self._session_key(upload_id))
-        if session is None:
+        if session is None or session.state == "aborted":
             done = self._load(self._complete_key(upload_id))
             if done is not None:
                 return done
@@ -297,21 +316,28 @@ class Uploads:
         ``chunk`` asks for smaller chunks than the server's largest (a new session only)."""
         prefix, path = check_prefix(prefix), check_path(path)
         check_sha256(sha256)
-        if not 0 <= size <= MAX_FILE_BYTES:
-            raise UploadError(422, f"size of {path} must be between 0 and {MAX_FILE_BYTES} bytes, not {size}")
+        if size < 0:
+            raise UploadError(422, f"size of {path} must be 0 or more bytes, not {size}")
+        if size > self.max_bytes:
+            raise UploadError(422, f"{path}: {size} bytes is more than the {self.max_bytes} bytes one upload may "
+                                   "declare here (ORACULUM_API_UPLOAD_MAX_BYTES)")
         upload_id = session_id(prefix, path, size, sha256)
         with self._locked(upload_id):
             session = self._load(self._session_key(upload_id))
+            if session is not None and session.state == "aborted":
+                session = None  # its cleanup runs on; a new session gets parts of its own
             there = self._already_there(prefix, path, sha256)
             now = _now()
             fresh = Session(upload_id, prefix, path, size, sha256, max(MIN_CHUNK_BYTES, min(chunk or self.chunk_size,
-                                                                                          self.chunk_size)), who, now, now)
+                                                                                          self.chunk_size)), who, now, now,
+                            nonce=secrets.token_hex(8))
             if there is not None:
                 if session is not None:  # stored meanwhile by other means: the parts are not needed
                     self._discard(session)
                 return Outcome(self._load(self._complete_key(upload_id)) or session or fresh, there[0], there[1])
             if session is not None:
                 return Outcome(session, "uploading")
+            self._check_chunks(fresh)
             self._save(fresh)
             return Outcome(fresh, "uploading", created=True)
 
@@ -339,7 +365,7 @@ class Uploads:
             if len(data) != expected:
                 raise UploadError(422, f"chunk at offset {offset} of {session.path} has {len(data)} bytes: this upload "
                                        f"takes chunks of {session.chunk} bytes, so this one must have {expected}")
-            self.store.put_bytes(self._part_key(upload_id, number), data)
+            self.store.put_bytes(session.part_key(number), data)
             session.received = offset + len(data)
             self._save(session)
             return Outcome(session, "uploading")
@@ -365,30 +391,97 @@ class Uploads:
             self._discard(session)
             return Outcome(session, "complete")
 
-    def abort(self, upload_id: str) -> None:
-        """Forget an upload in progress and its parts (a finished file stays)."""
+    def abort(self, upload_id: str) -> Callable[[], int]:
+        """Forget an upload in progress (a finished file stays): marks it aborted, at once, and
+        returns the deletion of its parts (a call that returns how many it deleted; its cost
+        follows what was uploaded) for the caller to run where it likes."""
         with self._locked(upload_id):
             session = self._session(upload_id)
             if session.state == "complete":
                 raise UploadError(409, f"the upload of {session.path} is complete: delete the file, not the upload")
-            self._discard(session)
+            session.state = "aborted"
+            self._save(session)
+        return lambda: self._finish_abort(session)
+
+    def _finish_abort(self, session: Session) -> int:
+        """Delete an aborted session's parts, then its document (unless a new session of the same
+        file has replaced it meanwhile)."""
+        deleted = self.store.delete_prefix(session.parts_prefix)
+        with self._locked(session.id):
+            current = self._load(self._session_key(session.id))
+            if current is not None and current.state == "aborted" and current.nonce == session.nonce:
+                self.store.delete(self._session_key(session.id))
+        return deleted
+
+    def expire(self, max_age: float) -> dict[str, int]:
+        """Discard uploads idle for more than ``max_age`` seconds, finish aborts a restart cut
+        short, and delete parts that no session owns; returns what it did (counts)."""
+        done = {"expired": 0, "aborted": 0, "orphaned": 0}
+        now = datetime.now(timezone.utc)
+        owned: set[str] = set()
+        for info in list(self.store.list("uploads/sessions/")):
+            session = self._load(info.key)
+            if session is None:
+                continue
+            try:
+                idle = (now - datetime.fromisoformat(session.updated)).total_seconds()
+            except (TypeError, ValueError):
+                idle = max_age + 1
+            if session.state == "aborted" or (session.state == "uploading" and idle > max_age):
+                if session.state == "uploading":
+                    with self._locked(session.id):
+                        again = self._load(info.key)
+                        if again is None or again.nonce != session.nonce or again.updated != session.updated:
+                            continue  # in use after all
+                        session.state = "aborted"
+                        self._save(session)
+                    done["expired"] += 1
+                else:
+                    done["aborted"] += 1
+                self._finish_abort(session)
+            else:
+                owned.add(session.parts_prefix)
+        orphans: set[str] = set()
+        for info in self.store.list("uploads/parts/"):
+            folder = info.key.rsplit("/", 1)[0] + "/"
+            if folder not in owned:
+                orphans.add(folder)
+        for folder in orphans:
+            upload_id = folder.split("/")[2]
+            with self._locked(upload_id):
+                current = self._load(self._session_key(upload_id))
+                if current is not None and current.state != "aborted" and folder.startswith(current.parts_prefix):
+                    continue  # declared since the listing
+            done["orphaned"] += self.store.delete_prefix(folder)
+        return done
 
     def in_progress(self, prefix: str | None = None) -> list[Session]:
         """Unfinished uploads (optionally under one prefix), most recently active first."""
         sessions = []
         for info in self.store.list("uploads/sessions/"):
             session = self._load(info.key)
-            if session is not None and (prefix is None or session.prefix == prefix):
+            if session is not None and session.state != "aborted" and (prefix is None or session.prefix == prefix):
                 sessions.append(session)
         return sorted(sessions, key=lambda s: s.updated, reverse=True)
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _check_chunks(self, session: Session) -> None:
+        """422 naming ORACULUM_API_UPLOAD_MAX_CHUNKS when a new session would take more chunks."""
+        if self.max_chunks is None or session.parts <= self.max_chunks:
+            return
+        smallest = -(-session.size // self.max_chunks)
+        hint = (f"use chunks of at least {smallest} bytes" if smallest <= self.chunk_size else
+                f"this server takes chunks of at most {self.chunk_size} bytes, so at most "
+                f"{self.chunk_size * self.max_chunks} bytes in one upload")
+        raise UploadError(422, f"{session.path}: {session.size} bytes in chunks of {session.chunk} bytes are "
+                               f"{session.parts} chunks, more than the {self.max_chunks} one upload may take here "
+                               f"(ORACULUM_API_UPLOAD_MAX_CHUNKS): {hint}")
+
     def _discard(self, session: Session) -> None:
-        """Delete the parts and the session document (the parts up to the whole file: a rewound
-        session may have left some beyond ``received``)."""
-        for number in range(session.parts):
-            self.store.delete(self._part_key(session.id, number))
+        """Delete the parts that exist (listed, deleted in batches: a rewound session may have
+        left some beyond ``received``, and none were sent past it) and the session document."""
+        self.store.delete_prefix(session.parts_prefix)
         self.store.delete(self._session_key(session.id))
         if isinstance(self.store, LocalStore):  # S3 has no folders; a local store would keep one per file
             with contextlib.suppress(OSError):
@@ -436,7 +529,7 @@ class Uploads:
         with open(target, "wb") as handle:
             for number in range(session.parts):
                 try:
-                    data = self.store.get_bytes(self._part_key(session.id, number))
+                    data = self.store.get_bytes(session.part_key(number))
                 except KeyNotFound:
                     data = b""
                 if len(data) != session.part_length(number):

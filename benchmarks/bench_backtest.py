@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from oraculum.learning.backtest import SYNTHETIC_FRACTIONS, SYNTHETIC_NOTE, default_spec, format_table, prepare_synthetic, run_backtest
-    from oraculum.learning.estimation import binomial_interval
+    from oraculum.learning.intervals import binomial_interval
     from oraculum.settings import Settings
     from oraculum.store import LocalStore
 

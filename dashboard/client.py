@@ -3,7 +3,13 @@
 One :class:`ApiClient` per process (an ``httpx.Client`` with a connection pool; thread-safe, so
 gunicorn's threads share it). Every call carries the signed-in oracle's token: the API decides
 what each role may do, and records who labelled what. Answers that are not 2xx become
-:class:`ApiError` with the API's own message (``detail``), which the pages show as they are.
+:class:`ApiError` (a :class:`oraculum.client.errors.ClientError`) with the API's own message
+(``detail``), which the pages show as they are.
+
+Why not :class:`oraculum.client.Client` itself: that one holds one person's token, while this
+server speaks for everyone signed in, one token per call on a shared pool, and it must not
+import numpy and astropy at start-up; it shares the public client's error type and message
+reader (:mod:`oraculum.client.errors`, which imports neither).
 
 Spectra of a dataset never change (a dataset is immutable once written), so their flux is kept
 in a bounded in-process cache, shared by everyone; it is only read after the same request has
@@ -21,18 +27,14 @@ from typing import Any
 
 import httpx
 
-from oraculum.client.errors import response_error
+from oraculum.client.errors import ClientError, response_error
 
 PREFIX = "/api/v1"
 
 
-class ApiError(Exception):
-    """The API answered with an error, or could not be reached (``status`` 0)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class ApiError(ClientError):
+    """The API answered with an error, or could not be reached (``status`` 0): the public client's
+    :class:`~oraculum.client.errors.ClientError`, shown as the pages show it (message first)."""
 
     def __str__(self) -> str:
         return f"{self.message} (HTTP {self.status})" if self.status else self.message
@@ -88,7 +90,7 @@ class ApiClient:
         except httpx.HTTPError as error:
             raise ApiError(0, f"the API at {self.base_url} cannot be reached: {error}") from None
         if response.status_code >= 400:
-            raise ApiError(response.status_code, error_message(response))
+            raise ApiError(response.status_code, *response_error(response, limit=300))
         return response
 
     def get(self, path: str, token: str | None, **params: Any) -> Any:

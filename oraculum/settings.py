@@ -85,9 +85,57 @@ class Settings(BaseSettings):
     api_share_seconds: int = Field(
         900, ge=10, le=7 * 86_400, description="How long a signed link is valid unless the caller asks for less."
     )
+    # -- gateway limits (docs/api.md, "Limits") -------------------------------------------------------
+    api_upload_max_bytes: int = Field(
+        16 * 1024**3, ge=0, le=2**40, description="Largest file an upload may declare (larger: 422 naming this limit)."
+    )
+    api_upload_max_chunks: int = Field(
+        100_000, ge=1, description="Most chunks one upload may take (size / chunk size; more: 422 naming this limit)."
+    )
+    api_upload_abort_seconds: float = Field(
+        2.0, gt=0, le=600,
+        description="How long an abort (DELETE /uploads/{id}) waits for its parts to be deleted before it "
+        "answers; the rest are deleted in the background.",
+    )
+    api_upload_expire_seconds: float = Field(
+        7 * 86_400, gt=0,
+        description="An upload with no activity for this long is discarded with its parts (checked hourly).",
+    )
+    api_rate_limits: str = Field(
+        "logs=2/20,maps=5/30,exports=2/20,raw=10/60,uploads=50/500",
+        description="Per-token rate limits of the expensive endpoints, 'kind=per_second/burst,...' (kinds: logs = "
+        "label-event logs, maps, exports = candidates, raw = archive files, uploads); beyond them 429 with "
+        "Retry-After. Empty: no limits.",
+    )
+    api_header_timeout: float = Field(
+        10.0, gt=0, le=3600,
+        description="Seconds a client has to send a request's line and headers (a slow or silent client is "
+        "disconnected after that).",
+    )
+    api_keep_alive_timeout: int = Field(5, ge=1, le=3600, description="Seconds an idle keep-alive connection stays open.")
+    api_max_header_bytes: int = Field(
+        32 * 1024, ge=4096, le=1024 * 1024, description="Largest request line plus headers (larger: 431/400)."
+    )
+    max_decompressed_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024,
+        description="Largest size a gzip-compressed archive file may decompress to (larger: rejected, with the reason).",
+    )
     archive_url_template: str = Field(
         "https://www.lamost.org/dr7/v2.0/spectrum/view?obsid={obsid}",
         description="Archive page of a spectrum, from its obsid (the LAMOST archive by default).",
+    )
+
+    # -- the outbound fetch policy of every server-side fetch (oraculum/vo/policy.py) ---------------
+    fetch_allow: str = Field(
+        "",
+        description="Non-public addresses the VO fetchers (VOTables, URL lists, index pages, DataLink, SODA, "
+        "redirects) may reach anyway, comma-separated: CIDR ranges or addresses (10.20.0.0/16, 127.0.0.1/32) "
+        "and host names (archive.internal, *.svc.cluster.local). Empty: public addresses only; private, "
+        "loopback, link-local (cloud metadata) and other special ranges are refused.",
+    )
+    fetch_max_bytes: int = Field(
+        512 * 1024**2, ge=1024,
+        description="Largest file or document a fetch may bring back, counted while it streams (larger: refused).",
     )
 
 

@@ -14,10 +14,11 @@ reader never sees half an object (the local backend writes a temporary file and 
 from __future__ import annotations
 
 import abc
+import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -82,6 +83,22 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing object is not an error."""
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove these objects (missing ones are no error); returns how many keys were given.
+        S3 removes them with DeleteObjects, up to 1000 a request."""
+        count = 0
+        for key in keys:
+            self.delete(key)
+            count += 1
+        return count
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with ``prefix``: what exists is listed and
+        removed in batches, so the cost follows what is there. Returns how many were removed."""
+        if not prefix:
+            raise ValueError("delete_prefix needs a prefix: it does not empty the whole store")
+        return self.delete_many(info.key for info in self.list(prefix))
 
     def local_path(self, key: str) -> Path | None:
         """A local file that holds the object, when the backend has one (zero-copy reads)."""
@@ -151,7 +168,10 @@ class LocalStore(ObjectStore):
         if not self.root.is_dir():
             return
         found: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+        # walk only the folder the prefix names (a listing costs what is below it, not the store)
+        folders = prefix.split("/")[:-1]
+        start = self.root.joinpath(*folders) if folders and all(f not in ("", ".", "..") for f in folders) else self.root
+        for dirpath, dirnames, filenames in os.walk(start, followlinks=True):
             dirnames.sort()
             rel_dir = os.path.relpath(dirpath, self.root)
             for name in filenames:
@@ -164,6 +184,16 @@ class LocalStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        count = super().delete_prefix(prefix)
+        if prefix.endswith("/"):  # the prefix's folder and those below it, when left empty (S3 has none)
+            folder = self._path(prefix.rstrip("/"))
+            below = sorted(folder.rglob("*"), key=lambda path: len(path.parts), reverse=True) if folder.is_dir() else []
+            for path in [*below, folder]:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        return count
 
 
 def _http_pool(connections: int = 64) -> object:
@@ -295,6 +325,25 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, self._name(key))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        from minio.deleteobjects import DeleteObject
+
+        count = 0
+
+        def names() -> Iterator[DeleteObject]:
+            nonlocal count
+            for key in keys:
+                count += 1
+                yield DeleteObject(self._name(key))
+
+        # minio sends DeleteObjects requests of 1000 names each; the errors come back lazily
+        errors = [error for error in self.client.remove_objects(self.bucket, names())
+                  if getattr(error, "code", None) not in ("NoSuchKey", "NoSuchObject")]
+        if errors:
+            raise StoreError(f"deleting {len(errors)} object(s) in {self.url} failed, e.g. "
+                             f"{errors[0].name!r}: {errors[0].message}")
+        return count
 
 
 def open_store(url: str | os.PathLike[str] | None = None, settings: Settings | None = None) -> ObjectStore:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException
 
 from oraculum.learning.experiments import iteration_key, list_iterations
 
+from ..bodies import SafeRoute
 from ..deps import ExperimentName, Iteration, State, Viewer
 from ..models import (
     BatchItemOut,
@@ -20,9 +21,10 @@ from ..models import (
     MapPoint,
     ProgressOut,
 )
+from ..ratelimit import LIMITED, limit
 from ..state import UNSURE, AppState, finite
 
-router = APIRouter(prefix="/experiments/{name}", tags=["batches"])
+router = APIRouter(prefix="/experiments/{name}", tags=["batches"], route_class=SafeRoute)
 
 
 def _static_items(batch: dict[str, Any]) -> dict[int, BatchItemOut]:
@@ -120,7 +122,8 @@ async def batch(state: State, _: Viewer, name: ExperimentName, iteration: Iterat
     return await build_batch(state, name, iteration)
 
 
-@router.get("/iterations/{iteration}/map", response_model=MapOut, summary="2-D maps (PCA, t-SNE, UMAP) of the batch")
+@router.get("/iterations/{iteration}/map", response_model=MapOut, summary="2-D maps (PCA, t-SNE, UMAP) of the batch",
+            dependencies=[limit("maps")], responses=LIMITED)
 async def batch_map(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> MapOut:
     await state.experiment(name)
     document = await state.cached(f"map:{name}:{iteration}", 10.0,

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 
 from oraculum.spectra.datasets import list_datasets
 
+from ..bodies import SafeRoute
 from ..deps import DatasetName, State, Viewer
 from ..models import DatasetDetail, DatasetSummary, RejectedFile, RejectedPage
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=SafeRoute)
 
 
 @router.get("", response_model=list[DatasetSummary], summary="List finished datasets")

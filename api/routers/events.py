@@ -20,11 +20,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ..bodies import SafeRoute
 from ..deps import ExperimentName, State, Viewer
 from ..live import LiveUnavailable
 from ..state import EXPERIMENT, AppState
 
-router = APIRouter(prefix="/experiments/{name}", tags=["events"])
+router = APIRouter(prefix="/experiments/{name}", tags=["events"], route_class=SafeRoute)
 
 KEEPALIVE_SECONDS = 15.0
 STATUS_POLL_SECONDS = 3.0

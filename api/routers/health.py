@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from ..auth import Principal
+from ..bodies import SafeRoute
 from ..deps import State, require
 from ..live import LiveUnavailable
 from ..models import Health, WhoAmI
 
-router = APIRouter(tags=["health"])
-api = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=SafeRoute)
+api = APIRouter(tags=["health"], route_class=SafeRoute)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
+from ..bodies import SafeRoute
 from ..deps import ExperimentName, Index, Iteration, Oracle, State, Viewer
 from ..live import LiveUnavailable
 from ..models import (
@@ -24,8 +25,9 @@ from ..models import (
     LocksOut,
     SubmitOut,
 )
+from ..ratelimit import LIMITED, limit
 
-router = APIRouter(prefix="/experiments/{name}/iterations/{iteration}", tags=["labels"])
+router = APIRouter(prefix="/experiments/{name}/iterations/{iteration}", tags=["labels"], route_class=SafeRoute)
 
 _CONFLICT = {409: {"description": "someone else is labelling the item, or the iteration is not the current one"}}
 
@@ -40,16 +42,17 @@ async def current(state: State, _: Viewer, name: ExperimentName, iteration: Iter
         for index, e in sorted(labels.items()) if e.get("label") is not None})
 
 
-@router.get("/labels/events", response_model=LabelEventsPage, summary="The label events of the iteration, oldest first")
+@router.get("/labels/events", response_model=LabelEventsPage, summary="The label events of the iteration, oldest first",
+            dependencies=[limit("logs")], responses=LIMITED)
 async def events(state: State, _: Viewer, name: ExperimentName, iteration: Iteration,
                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> LabelEventsPage:
     await state.experiment(name)
-    keys = await state.event_keys(name, iteration)
+    keys = await state.event_keys(name, iteration, pool="logs")
     out = [LabelEventOut(key=key, who=event.who, when=event.when.isoformat(), iteration=event.iteration,
                          action=event.action, set=event.set, bulk=event.bulk, comment=event.comment,
                          items=[item.model_dump(mode="json") for item in event.items])
-           for key, event in await state.read_events(keys[offset:offset + limit])]
+           for key, event in await state.read_events(keys[offset:offset + limit], pool="logs")]
     return LabelEventsPage(experiment=name, iteration=iteration, total=len(keys), offset=offset, events=out)
 
 

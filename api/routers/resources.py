@@ -5,22 +5,18 @@ local runner's registry (see :mod:`oraculum.api.backend`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from oraculum.manifests import ManifestError, parse_manifest
 
 from ..backend import Resource
+from ..bodies import SafeRoute, read_manifest
 from ..deps import Admin, ResourceName, State, Viewer, Worker
 from ..live import LiveUnavailable
 from ..models import JobProgress, ManifestIn, ProgressIn, ProgressList, ResourceDetail, ResourceSummary
 from ..state import EXPERIMENT, PPJ, AppState, now_iso
-
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-
 
 def summary(resource: Resource) -> dict[str, Any]:
     status = resource.status or {}
@@ -65,29 +61,8 @@ async def _progress(state: AppState, kind: str, name: str) -> list[JobProgress]:
     return out
 
 
-async def parse_body(request: Request) -> dict[str, Any]:
-    """A manifest from a JSON or YAML body (Content-Type decides; YAML is also tried for text)."""
-    raw = await request.body()
-    if not raw.strip():
-        raise HTTPException(422, "empty body: send a manifest as JSON or YAML")
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if content_type in YAML_TYPES or content_type.startswith("text/"):
-            documents = [d for d in yaml.safe_load_all(raw.decode("utf-8")) if d is not None]
-            if len(documents) != 1:
-                raise HTTPException(422, f"send exactly one manifest, got {len(documents)} documents")
-            document = documents[0]
-        else:
-            document = json.loads(raw)
-    except (ValueError, yaml.YAMLError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise HTTPException(422, f"not valid {'YAML' if content_type in YAML_TYPES else 'JSON'}: {str(error)[:300]}") from None
-    if not isinstance(document, dict):
-        raise HTTPException(422, "a manifest must be a mapping with apiVersion, kind, metadata and spec")
-    return document
-
-
 def resource_router(kind: str, plural: str, tag: str) -> APIRouter:
-    router = APIRouter(prefix=f"/{plural}", tags=[tag])
+    router = APIRouter(prefix=f"/{plural}", tags=[tag], route_class=SafeRoute)
     noun = "experiment" if kind == EXPERIMENT else "preprocessing job"
 
     @router.get("", response_model=list[ResourceSummary], summary=f"List {noun}s")
@@ -104,7 +79,7 @@ def resource_router(kind: str, plural: str, tag: str) -> APIRouter:
             "application/yaml": {"schema": {"type": "string"}}}}},
     )
     async def create(state: State, _: Admin, request: Request) -> ResourceDetail:
-        document = await parse_body(request)
+        document = await read_manifest(request, "the request body")
         try:
             manifest = parse_manifest(document, "the request body")
         except ManifestError as error:

@@ -7,11 +7,13 @@ from fastapi import APIRouter, HTTPException, Response
 from oraculum.learning.experiments import iteration_key, list_iterations
 from oraculum.store import KeyNotFound
 
+from ..bodies import SafeRoute
 from ..deps import ExperimentName, Iteration, State, Viewer
 from ..models import CurvePoint, CurvesOut, MetricsOut
+from ..ratelimit import LIMITED, limit
 from ..state import finite
 
-router = APIRouter(prefix="/experiments/{name}", tags=["results"])
+router = APIRouter(prefix="/experiments/{name}", tags=["results"], route_class=SafeRoute)
 
 
 @router.get("/iterations/{iteration}/metrics", response_model=MetricsOut,
@@ -59,12 +61,12 @@ async def _download(state: State, name: str, iteration: int, artifact: str, medi
 
 
 @router.get("/iterations/{iteration}/candidates.csv", response_class=Response, summary="Candidates as CSV",
-            responses={200: {"content": {"text/csv": {}}}})
+            dependencies=[limit("exports")], responses={200: {"content": {"text/csv": {}}}, **LIMITED})
 async def candidates_csv(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> Response:
     return await _download(state, name, iteration, "candidates_csv", "text/csv; charset=utf-8")
 
 
 @router.get("/iterations/{iteration}/candidates.vot", response_class=Response, summary="Candidates as a VOTable (TOPCAT)",
-            responses={200: {"content": {"application/x-votable+xml": {}}}})
+            dependencies=[limit("exports")], responses={200: {"content": {"application/x-votable+xml": {}}}, **LIMITED})
 async def candidates_vot(state: State, _: Viewer, name: ExperimentName, iteration: Iteration) -> Response:
     return await _download(state, name, iteration, "candidates_vot", "application/x-votable+xml")

@@ -30,11 +30,12 @@ from oraculum.client.samp import SPECTRUM_MTYPE, TABLE_MTYPE
 from oraculum.vo.export import MIME, SpectrumDocument, ssa_meta, to_fits, to_votable
 
 from ..auth import Principal
+from ..bodies import SafeRoute
 from ..deps import DatasetName, ExperimentName, Index, Iteration, State, Viewer, get_state
 from ..links import MAX_SECONDS, LinkRefused, LinkSigner
 from . import results, spectra
 
-router = APIRouter(tags=["share"])
+router = APIRouter(tags=["share"], route_class=SafeRoute)
 
 Variant = Literal["preprocessed", "raw"]
 FileFormat = Literal["fits", "votable"]
@@ -179,7 +180,7 @@ async def shared_spectrum(state: State, _: Annotated[str, Depends(signed(SPECTRU
     variant, extension = filename.split(".")
     file_format = FORMAT_OF[extension]
     document = await _spectrum(state, dataset, index, variant)  # type: ignore[arg-type]
-    content = await state.io(to_fits if file_format == "fits" else to_votable, document)
+    content = await state.io(to_fits if file_format == "fits" else to_votable, document, pool="archive")
     return Response(content, media_type=MIME[file_format], headers={
         "Content-Disposition": f'inline; filename="{dataset}-{index}-{filename}"', "Cache-Control": "no-store"})
 

@@ -14,11 +14,13 @@ from oraculum.spectra.readers import read_spectrum
 from oraculum.spectra.spectrum import SpectrumRejected
 from oraculum.store import KeyNotFound, StoreError
 
+from ..bodies import SafeRoute
 from ..deps import DatasetName, Index, State, Viewer
 from ..models import FluxOut, RawSpectrumOut, SpectrumInfo, SpectrumLinks, SpectrumMetaOut
+from ..ratelimit import LIMITED, limit
 from ..state import AppState, finite
 
-router = APIRouter(prefix="/datasets/{dataset}/spectra", tags=["spectra"])
+router = APIRouter(prefix="/datasets/{dataset}/spectra", tags=["spectra"], route_class=SafeRoute)
 
 
 def _values(array: np.ndarray) -> list[float | None]:
@@ -100,7 +102,8 @@ def _grid_loader(grid: Any) -> Any:
 
 
 @router.get("/{index}/raw", response_model=RawSpectrumOut,
-            summary="The raw spectrum from the archive file (full range), optionally decimated for display")
+            summary="The raw spectrum from the archive file (full range), optionally decimated for display",
+            dependencies=[limit("raw")], responses=LIMITED)
 async def raw(state: State, _: Viewer, dataset: DatasetName, index: Index,
               max_points: Annotated[int | None, Query(ge=2, le=1_000_000,
                                                       description="Decimate (min/max per bucket) to at most this many points.")] = None,
@@ -116,7 +119,7 @@ async def raw(state: State, _: Viewer, dataset: DatasetName, index: Index,
         return read_spectrum(archive.get_bytes(key), key)
 
     try:
-        spectrum = await state.io(load)
+        spectrum = await state.io(load, pool="archive")
     except KeyNotFound:
         raise HTTPException(404, f"the archive file {key!r} of spectrum {index} is no longer in "
                                  f"{data.index.source.url}") from None

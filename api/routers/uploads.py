@@ -6,7 +6,9 @@
     PUT    /uploads/{id}/chunks?offset=N  raw bytes with Content-Digest: sha-256=:<base64>:
     POST   /uploads/{id}/complete         verify size and SHA-256, store atomically
     GET    /uploads/{id}, GET /uploads    progress (bytes received), unfinished uploads
-    DELETE /uploads/{id}                  abort: drop the parts
+    DELETE /uploads/{id}                  abort: drop the parts (those that exist, in batches, on a
+                                          pool of their own; the answer waits for them at most
+                                          ORACULUM_API_UPLOAD_ABORT_SECONDS)
 
 The files land in ``archive/<prefix>/<path>``, where ``oraculum preprocess`` reads them (the
 answer's ``source``). Sessions and parts live in the store (see :mod:`oraculum.api.uploads`), so
@@ -15,40 +17,59 @@ an interrupted upload continues after a client or an API restart.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 
+from oraculum.store import StoreError
+
+from ..bodies import SafeRoute
 from ..deps import Admin, State, get_state
 from ..models import UploadIn, UploadList, UploadOut
+from ..ratelimit import LIMITED, limit
+from ..state import AppState
 from ..uploads import ID_PATTERN, MAX_FILE_BYTES, Outcome, UploadError, Uploads, check_prefix
 
-router = APIRouter(prefix="/uploads", tags=["uploads"])
+log = logging.getLogger("oraculum.api")
+
+router = APIRouter(prefix="/uploads", tags=["uploads"], route_class=SafeRoute, dependencies=[limit("uploads", "admin")],
+                   responses=LIMITED)
 
 UploadId = Annotated[str, Path(pattern=ID_PATTERN, description="The upload's id (from POST /uploads).")]
 _RESUME = {409: {"description": "not where the server is: `detail.received` is the offset to continue from"}}
 
 
-async def get_uploads(request: Request) -> Uploads:
-    """One :class:`Uploads` per application state (its locks serialise calls of one session).
-    ``async`` only so that FastAPI calls it on the event loop, not on a worker thread."""
-    state = get_state(request)
-    service: Uploads | None = getattr(request.app.state, "uploads", None)
+def uploads_of(app: Any, state: AppState) -> Uploads:
+    """One :class:`Uploads` per application state (its locks serialise calls of one session)."""
+    service: Uploads | None = getattr(app.state, "uploads", None)
     if service is None or service.store is not state.store:
-        service = Uploads(state.store, state.settings.api_max_body_bytes, state.settings.cache_dir)
-        request.app.state.uploads = service
+        settings = state.settings
+        service = Uploads(state.store, settings.api_max_body_bytes, settings.cache_dir,
+                          max_bytes=settings.api_upload_max_bytes, max_chunks=settings.api_upload_max_chunks)
+        app.state.uploads = service
     return service
+
+
+async def get_uploads(request: Request) -> Uploads:
+    """:func:`uploads_of` as a dependency; ``async`` only so that FastAPI calls it on the event
+    loop, not on a worker thread."""
+    return uploads_of(request.app, get_state(request))
 
 
 Service = Annotated[Uploads, Depends(get_uploads)]
 
 
 async def _call(state: State, fn: Any, *args: Any) -> Any:
-    """Run a blocking upload operation on the I/O pool; its refusals become 4xx answers."""
+    """Run a blocking upload operation on the uploads' own thread pool (a flood of uploads
+    never takes the threads of other requests); its refusals become 4xx answers."""
     try:
-        return await state.io(fn, *args)
+        return await state.io(fn, *args, pool="uploads")
     except UploadError as error:
         detail: Any = {"message": error.message, **error.extra} if error.extra else error.message
         raise HTTPException(error.status, detail) from None
@@ -140,7 +161,41 @@ async def complete(state: State, _: Admin, service: Service, upload_id: UploadId
     return _out(service, await _call(state, service.complete, upload_id))
 
 
-@router.delete("/{upload_id}", status_code=204, response_class=Response, summary="Abort an upload: drop its parts")
+@router.delete("/{upload_id}", status_code=204, response_class=Response, summary="Abort an upload: drop its parts",
+               description="The upload is forgotten at once; its parts are deleted on a pool of their own, and "
+                           "the answer waits for that at most ORACULUM_API_UPLOAD_ABORT_SECONDS (the rest goes on "
+                           "in the background).",
+               responses={409: {"description": "the upload is complete: delete the file, not the upload"}})
 async def abort(state: State, _: Admin, service: Service, upload_id: UploadId) -> Response:
-    await _call(state, service.abort, upload_id)
+    cleanup = await _call(state, service.abort, upload_id)
+    await in_background(state, cleanup, f"deleting the parts of upload {upload_id}",
+                        state.settings.api_upload_abort_seconds)
     return Response(status_code=204)
+
+
+async def in_background(state: AppState, work: Callable[[], Any], what: str, wait: float) -> None:
+    """Run ``work`` on the cleanup pool, waiting at most ``wait`` seconds for it; it goes on if
+    it takes longer (or the client leaves), and a failure is logged (the hourly expiry retries)."""
+    future = asyncio.get_running_loop().run_in_executor(state.pools["cleanup"], work)
+
+    def report(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("%s failed (the expiry of uploads will try again): %s", what, done.exception())
+
+    future.add_done_callback(report)
+    with contextlib.suppress(asyncio.TimeoutError, StoreError):
+        await asyncio.wait_for(asyncio.shield(future), wait)
+
+
+async def expire_uploads(app: Any, state: AppState, every: float = 3600.0) -> None:
+    """Discard idle uploads (ORACULUM_API_UPLOAD_EXPIRE_SECONDS) every ``every`` seconds, for the
+    life of the app (a task of its lifespan)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            done = await state.io(uploads_of(app, state).expire, state.settings.api_upload_expire_seconds,
+                                  pool="cleanup")
+            if any(done.values()):
+                log.info("uploads: %s", ", ".join(f"{n} {what}" for what, n in done.items()))
+        except Exception as error:  # noqa: BLE001 - the next round tries again
+            log.warning("expiring uploads failed: %s", error)

@@ -25,12 +25,14 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 
 from oraculum.manifests import API_VERSION, ManifestError, parse_manifest
+from oraculum.safe_parse import DocumentError
 
+from ..bodies import YAML_TYPES, SafeRoute
+from ..bodies import manifest_text as parse_manifest_text
 from ..deps import Admin, ExperimentName, Iteration, ResourceName, State, Viewer
 from ..models import NAME_PATTERN
 from ..state import AppState
@@ -56,7 +58,6 @@ from ..uws_xml import (
     parameters_document,
     results_document,
 )
-from .resources import YAML_TYPES
 
 log = logging.getLogger("oraculum.api")
 
@@ -93,7 +94,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
 
 
-router = APIRouter(prefix="/uws", tags=["UWS (IVOA)"], lifespan=_lifespan)
+router = APIRouter(prefix="/uws", tags=["UWS (IVOA)"], lifespan=_lifespan, route_class=SafeRoute)
 
 
 # --- request parameters --------------------------------------------------------------------------
@@ -249,16 +250,13 @@ def _generated_name(dataset: str) -> str:
     return f"{stem}-{secrets.token_hex(3)}"
 
 
-def _manifest_document(raw: bytes | str, origin: str) -> dict[str, Any]:
+async def _manifest_document(raw: bytes | str, origin: str) -> dict[str, Any]:
+    """One manifest from YAML or JSON text, parsed safely on a worker thread (see
+    :mod:`oraculum.api.bodies`); 400 naming the problem (413 for one too large)."""
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except (ValueError, yaml.YAMLError) as error:  # UnicodeDecodeError is a ValueError
-        raise HTTPException(400, f"{origin}: not valid YAML or JSON: {str(error)[:300]}") from None
-    if len(documents) != 1 or not isinstance(documents[0], dict):
-        raise HTTPException(400, f"{origin}: send exactly one PreprocessingJob manifest (a mapping), "
-                                 f"got {len(documents)} document(s)")
-    return documents[0]
+        return await asyncio.to_thread(parse_manifest_text, raw, origin)
+    except DocumentError as error:
+        raise HTTPException(413 if error.status == 413 else 400, error.message) from None
 
 
 @router.post(
@@ -290,7 +288,7 @@ async def create_preprocessing(state: State, principal: Admin, request: Request)
         if job_parameters:
             raise HTTPException(400, f"parameter(s) {', '.join(p.upper() for p in sorted(job_parameters))}: not with a "
                                      "manifest (the manifest's spec says everything)")
-        document = _manifest_document(body if body is not None else manifest_text or "", "parameter MANIFEST")
+        document = await _manifest_document(body if body is not None else manifest_text or "", "parameter MANIFEST")
         if name is not None:
             document.setdefault("metadata", {})
             if not isinstance(document["metadata"], dict):

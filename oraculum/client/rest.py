@@ -12,6 +12,9 @@ plain calls that return numpy arrays and astropy tables::
     api.labels("exp")                                    # astropy Table (format="pandas": a DataFrame)
     api.candidates("exp")                                # astropy Table, from the VOTable
     api.upload("spectra/", prefix="lamost-dr2")          # resumable, checksummed (oraculum.client.upload)
+    api.apply("experiment.yaml")                         # ("created" | "unchanged", Resource)
+    for r in api.follow("exp"): print(r.phase)           # until Succeeded or Failed
+    api.label_batch("exp", {12: "emission", 40: "absorption"})   # item by item, then submit
 
 Only HTTP: the client never reads the object store, so it works from a laptop against a
 cluster's gateway, with the caller's token deciding what is allowed. Tables are astropy's by
@@ -24,144 +27,39 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import numpy as np
-import yaml
 from astropy.table import Table
 
 from oraculum.client.errors import ClientError, response_error
+from oraculum.client.manifests import manifest_plural, plural, read_manifest, spec_differences
+from oraculum.client.records import (
+    CURVE_COLUMNS,
+    BatchData,
+    DatasetInfo,
+    Format,
+    LabelledBatch,
+    Resource,
+    Spectrum,
+    as_format,
+    floats,
+    typed_table,
+)
 
 if TYPE_CHECKING:
     from oraculum.client.upload import UploadReport
 
-__all__ = ["BatchData", "Client", "ClientError", "DatasetInfo", "Resource", "Spectrum"]
+__all__ = ["BatchData", "Client", "ClientError", "DatasetInfo", "LabelledBatch", "Resource", "Spectrum"]
 
 PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
-Format = Literal["astropy", "pandas"]
-KINDS = {"experiment": ("ActiveLearningExperiment", "experiments"),
-         "preprocessingjob": ("PreprocessingJob", "preprocessingjobs")}
-
-
-def as_format(table: Table, format: Format) -> Any:
-    """``table`` as asked: the astropy Table itself, or a pandas DataFrame."""
-    if format == "astropy":
-        return table
-    if format == "pandas":
-        try:
-            return table.to_pandas()
-        except ImportError:
-            raise ImportError("format='pandas' needs pandas: pip install pandas (or use the astropy Table)") from None
-    raise ValueError(f"format must be 'astropy' or 'pandas', not {format!r}")
-
-
-@dataclass(frozen=True)
-class Resource:
-    """An experiment or preprocessing job as the API shows it (spec and status only from a get)."""
-
-    kind: str
-    name: str
-    phase: str
-    iteration: int | None = None
-    message: str = ""
-    created: str = ""
-    suspended: bool = False
-    spec: dict[str, Any] = field(default_factory=dict)
-    status: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_api(cls, document: dict[str, Any]) -> "Resource":
-        return cls(kind=document["kind"], name=document["name"], phase=document.get("phase", ""),
-                   iteration=document.get("iteration"), message=document.get("message", ""),
-                   created=document.get("created", ""), suspended=bool(document.get("suspended")),
-                   spec=document.get("spec") or {}, status=document.get("status") or {},
-                   history=list(document.get("history") or []))
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A dataset: size, grid (wavelengths in Å, ``medium`` air or vacuum), source, and the whole index."""
-
-    name: str
-    count: int
-    rejected: int
-    shards: int
-    grid: dict[str, Any]
-    source: str
-    index: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def wavelength(self) -> np.ndarray:
-        """The grid's wavelengths in Å (in ``grid['medium']``), as preprocessing made them."""
-        from oraculum.spectra.preprocessing import WavelengthGrid
-
-        return np.asarray(WavelengthGrid.model_validate(self.grid).wavelengths, dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class Spectrum:
-    """One spectrum: wavelengths in Å (``medium`` air or vacuum) and flux, preprocessed on the
-    dataset's grid or raw from the archive file."""
-
-    dataset: str
-    index: int
-    id: str
-    wavelength: np.ndarray
-    flux: np.ndarray
-    medium: str
-    kind: Literal["grid", "raw"]
-    normalisation: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchData:
-    """The batch of one iteration as arrays, one row per item (oracle items, then estimation
-    items, in the API's order). Hidden predictions (blind estimation items not yet labelled) are
-    NaN in ``probabilities``/``scores`` and '' in ``predicted``; unlabelled items are '' in
-    ``labels``. ``flux`` is float32 (rows x grid points) on the wavelength grid ``wavelength``
-    (Å), or None when not fetched."""
-
-    experiment: str
-    iteration: int
-    dataset: str
-    strategy: str | None
-    classes: list[str]
-    targets: list[str]
-    indices: np.ndarray
-    ids: np.ndarray
-    sets: np.ndarray
-    predicted: np.ndarray
-    scores: np.ndarray
-    probabilities: np.ndarray
-    labels: np.ndarray
-    wavelength: np.ndarray | None
-    flux: np.ndarray | None
-    progress: dict[str, Any]
-    items: list[dict[str, Any]]
-
-    def __len__(self) -> int:
-        return int(self.indices.size)
-
-    def table(self) -> Table:
-        """One row per item: index, id, set, predicted, score, one probability column per class,
-        label (and the flux as a 2-D column when fetched)."""
-        table = Table()
-        table["index"], table["id"], table["set"] = self.indices, self.ids, self.sets
-        table["predicted"], table["score"] = self.predicted, self.scores
-        for number, name in enumerate(self.classes):
-            table[f"p_{name}"] = self.probabilities[:, number]
-        table["label"] = self.labels
-        if self.flux is not None:
-            table["flux"] = self.flux
-        table.meta.update(experiment=self.experiment, iteration=self.iteration, dataset=self.dataset)
-        return table
 
 
 class Client:
@@ -233,25 +131,66 @@ class Client:
     def preprocessing_job(self, name: str) -> Resource:
         return Resource.from_api(self._get(f"/preprocessingjobs/{name}"))
 
+    def resource(self, name: str, kind: str = "experiment") -> Resource:
+        """One experiment or preprocessing job (``kind``: experiment, preprocessingjob, ppj, or the
+        manifest's kind) with its spec, status and the live progress of its running Jobs."""
+        return Resource.from_api(self._get(f"/{plural(kind)}/{name}"))
+
     def create(self, manifest: dict[str, Any] | str | os.PathLike[str]) -> Resource:
         """Create an experiment or preprocessing job from a manifest: a dict, a YAML/JSON file,
         or YAML text (what ``kubectl apply -f`` takes; one manifest per call)."""
-        document = _manifest(manifest)
-        kind = str(document.get("kind", ""))
-        plural = next((p for k, p in KINDS.values() if k == kind), None)
-        if plural is None:
-            raise ValueError(f"manifest kind {kind!r}: expected one of {', '.join(k for k, _ in KINDS.values())}")
-        return Resource.from_api(self._send("POST", f"/{plural}", document))
+        document = read_manifest(manifest)
+        return Resource.from_api(self._send("POST", f"/{manifest_plural(document)}", document))
+
+    def apply(self, manifest: dict[str, Any] | str | os.PathLike[str]) -> tuple[Literal["created", "unchanged"], Resource]:
+        """Create the resource, or keep the one of that name when its spec is the same (a script or
+        notebook run again): ``("created" or "unchanged", the resource)``. One with another spec
+        (defaults filled in on both sides) raises :class:`ClientError` 409 whose
+        ``detail["differences"]`` lists the fields (``spec.a.b: old -> new``)."""
+        document = read_manifest(manifest)
+        try:
+            return "created", self.create(document)
+        except ClientError as error:
+            if error.status != 409:
+                raise
+            conflict = error
+        kind, name = str(document["kind"]), str((document.get("metadata") or {}).get("name"))
+        try:
+            existing = self.resource(name, kind)
+        except ClientError:
+            raise conflict from None
+        changes = spec_differences(document, existing.spec)
+        if changes:
+            raise ClientError(409, f"{kind} {name!r} exists already with another spec ({'; '.join(changes[:6])})",
+                              {"differences": changes})
+        return "unchanged", existing
+
+    def follow(self, name: str, kind: str = "experiment", poll: float = 2.0,
+               wait: Callable[[float], Any] = time.sleep) -> Iterator[Resource]:
+        """The resource now, then again every ``poll`` seconds, until it Succeeded or Failed (that
+        one is yielded too)::
+
+            for experiment in api.follow("exp"):
+                print(experiment.phase, experiment.iteration, experiment.message)
+
+        ``wait(seconds)`` makes the pauses (e.g. a ``threading.Event``'s ``wait``, so that setting
+        the event cuts a pause short); stop following by leaving the loop."""
+        while True:
+            resource = self.resource(name, kind)
+            yield resource
+            if resource.final:
+                return
+            wait(poll)
 
     def suspend(self, name: str, kind: str = "experiment") -> Resource:
-        return Resource.from_api(self._send("POST", f"/{_plural(kind)}/{name}/suspend"))
+        return Resource.from_api(self._send("POST", f"/{plural(kind)}/{name}/suspend"))
 
     def resume(self, name: str, kind: str = "experiment") -> Resource:
-        return Resource.from_api(self._send("POST", f"/{_plural(kind)}/{name}/resume"))
+        return Resource.from_api(self._send("POST", f"/{plural(kind)}/{name}/resume"))
 
     def delete(self, name: str, kind: str = "experiment") -> None:
         """Delete the resource (its data in the store stays)."""
-        self.request("DELETE", f"/{_plural(kind)}/{name}")
+        self.request("DELETE", f"/{plural(kind)}/{name}")
 
     def current_iteration(self, experiment: str) -> int:
         return int(self.experiment(experiment).iteration or 0)
@@ -277,8 +216,8 @@ class Client:
             document = self._get(f"/datasets/{dataset}/spectra/{int(index)}/raw", max_points=max_points)
         else:
             document = self._get(f"/datasets/{dataset}/spectra/{int(index)}/flux")
-        return Spectrum(dataset=dataset, index=int(index), id=document["id"], wavelength=_floats(document["wavelength"]),
-                        flux=_floats(document["flux"]), medium=document["medium"], kind="raw" if raw else "grid",
+        return Spectrum(dataset=dataset, index=int(index), id=document["id"], wavelength=floats(document["wavelength"]),
+                        flux=floats(document["flux"]), medium=document["medium"], kind="raw" if raw else "grid",
                         normalisation=document.get("normalisation"))
 
     def spectrum_info(self, dataset: str, index: int) -> dict[str, Any]:
@@ -301,7 +240,7 @@ class Client:
     def iterations(self, experiment: str, format: Format = "astropy") -> Any:
         """One row per iteration that chose a batch: size, labelled, evaluated, submitted, estimate."""
         rows = self._get(f"/experiments/{experiment}/iterations")["iterations"]
-        return as_format(_table(rows, {"iteration": int, "size": int, "labelled": int, "evaluated": bool,
+        return as_format(typed_table(rows, {"iteration": int, "size": int, "labelled": int, "evaluated": bool,
                                        "submitted": bool, "estimate": float, "low": float, "high": float}), format)
 
     def batch(self, experiment: str, iteration: int | None = None, flux: bool = True) -> BatchData:
@@ -341,7 +280,7 @@ class Client:
         k = self._iteration(experiment, iteration)
         labels = self._get(f"/experiments/{experiment}/iterations/{k}/labels")["labels"]
         rows = [{"index": int(index), **entry} for index, entry in labels.items()]
-        table = _table(rows, {"index": int, "label": str, "who": str, "when": str, "comment": str, "bulk": bool})
+        table = typed_table(rows, {"index": int, "label": str, "who": str, "when": str, "comment": str, "bulk": bool})
         table.meta.update(experiment=experiment, iteration=k)
         return as_format(table, format)
 
@@ -386,14 +325,51 @@ class Client:
         k = self._iteration(experiment, iteration)
         return dict(self._send("POST", f"/experiments/{experiment}/iterations/{k}/submit"))
 
+    def label_batch(self, experiment: str, answer: Mapping[int, str] | Callable[[dict[str, Any]], str | None],
+                    iteration: int | None = None, *, submit: bool = True, retries: int = 4,
+                    stop: Callable[[], bool] | None = None) -> LabelledBatch:
+        """Label the batch of ``iteration`` (default: the current one) item by item, as the
+        dashboard's labelling page does (one :meth:`set_label` per spectrum), then submit it.
+
+        ``answer`` gives an item's label: a mapping of global index to label, or a function of the
+        item (its dict in :attr:`BatchData.items`: index, id, set, ...); None or a missing index
+        leaves the item unlabelled. Items labelled already keep their label. A 409 (the API has
+        not seen the new iteration yet, or someone holds the item for a moment) is tried again,
+        ``retries`` times a second apart, as a person presses the key again. ``submit``: submit the
+        batch afterwards unless it was submitted already (the API refuses an incomplete one with a
+        409). ``stop()`` is asked before each label: True ends the call there, nothing submitted."""
+        batch = self.batch(experiment, self._iteration(experiment, iteration), flux=False)
+        label_of = answer.get if isinstance(answer, Mapping) else None
+        written: Counter[str] = Counter()
+        kept = 0
+        for item in batch.items:
+            if item.get("label"):
+                kept += 1
+                continue
+            if stop is not None and stop():
+                return LabelledBatch(experiment, batch.iteration, dict(written), kept, submitted=False, finished=False)
+            label = label_of(int(item["index"])) if label_of else answer(item)  # type: ignore[operator]
+            if label is None:
+                continue
+            for attempt in range(retries + 1):
+                try:
+                    self.set_label(experiment, int(item["index"]), label, iteration=batch.iteration)
+                    break
+                except ClientError as error:
+                    if error.status != 409 or attempt == retries:
+                        raise
+                    time.sleep(1.0)
+            written[label] += 1
+        submitted = bool(submit and not batch.progress.get("submitted"))
+        if submitted:
+            self.submit(experiment, batch.iteration)
+        return LabelledBatch(experiment, batch.iteration, dict(written), kept, submitted=submitted)
+
     def metrics(self, experiment: str, format: Format = "astropy") -> Any:
         """The learning curve: one row per evaluated iteration with the precision estimate and
         its interval (low, high), labels so far and the predicted/estimated target counts."""
         points = self._get(f"/experiments/{experiment}/curves")["points"]
-        return as_format(_table(points, {
-            "iteration": int, "labels_total": int, "estimate": float, "low": float, "high": float,
-            "predicted_targets": int, "estimated_targets": float, "estimated_targets_low": float,
-            "estimated_targets_high": float}), format)
+        return as_format(typed_table(points, CURVE_COLUMNS), format)
 
     def iteration_metrics(self, experiment: str, iteration: int) -> dict[str, Any]:
         """Everything the evaluation of one iteration wrote (metrics.json)."""
@@ -409,6 +385,12 @@ class Client:
         table = parse(io.BytesIO(data)).get_first_table().to_table(use_names_over_ids=True)
         table.meta.update(experiment=experiment, iteration=k)
         return table
+
+    def candidates_url(self, experiment: str, iteration: int | None = None, format: Literal["csv", "vot"] = "csv") -> str:
+        """The address of an iteration's candidate catalogue as CSV or VOTable (to open or share;
+        fetching it needs the token)."""
+        k = self._iteration(experiment, iteration)
+        return f"{self.url}{PREFIX}/experiments/{experiment}/iterations/{k}/candidates.{format}"
 
     # -- uploads -------------------------------------------------------------------------------
 
@@ -434,56 +416,3 @@ def _read_token(path: str | os.PathLike[str] | None) -> str | None:
     if not token:
         raise ValueError(f"token file {os.fspath(path)} is empty: put the API token in it")
     return token
-
-
-def _plural(kind: str) -> str:
-    key = kind.lower().replace("-", "").replace("_", "").rstrip("s")
-    key = {"activelearningexperiment": "experiment", "ale": "experiment", "ppj": "preprocessingjob"}.get(key, key)
-    if key not in KINDS:
-        raise ValueError(f"kind {kind!r}: use 'experiment' or 'preprocessingjob'")
-    return KINDS[key][1]
-
-
-def _manifest(manifest: dict[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
-    if isinstance(manifest, dict):
-        return manifest
-    text = str(manifest)
-    origin = "the manifest text"
-    if isinstance(manifest, os.PathLike) or ("\n" not in text and Path(text).expanduser().is_file()):
-        origin = os.fspath(manifest)
-        try:
-            text = Path(origin).expanduser().read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"manifest file {origin}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
-    elif "\n" not in text.strip() and not text.lstrip().startswith("{"):
-        # one line that is not a file: a mistyped path far more often than a manifest
-        raise ValueError(f"manifest {text!r}: no such file (nor a manifest); give an existing YAML/JSON file, "
-                         "the manifest's YAML text, or a dict")
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        raise ValueError(f"{origin}: not YAML or JSON: {error}") from None
-    if len(documents) != 1 or not isinstance(documents[0], dict):
-        raise ValueError(f"{origin}: expected exactly one manifest (a mapping), found {len(documents)} document(s)")
-    return documents[0]
-
-
-def _floats(values: list[float | None]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def _table(rows: list[dict[str, Any]], columns: dict[str, type]) -> Table:
-    """A table with the given columns and types (also when empty); missing numbers are NaN or
-    -1 (integers), missing text ''."""
-    table = Table()
-    for name, kind in columns.items():
-        values = [row.get(name) for row in rows]
-        if kind is float:
-            table[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        elif kind is int:
-            table[name] = np.array([-1 if v is None else v for v in values], dtype=np.int64)
-        elif kind is bool:
-            table[name] = np.array([bool(v) for v in values], dtype=bool)
-        else:
-            table[name] = np.array(["" if v is None else str(v) for v in values], dtype=str)
-    return table

@@ -2,8 +2,8 @@
 
 The store is the durable truth (DESIGN.md): an iteration is done when its ``run.json`` is there,
 labelled when every batch item has a label event, evaluated when ``metrics.json`` covers the whole
-batch. Runtimes (the operator, ``oraculum run``) call these readers and hand the result to the pure
-functions of :mod:`oraculum.control.reconcile`.
+batch. The driver (:mod:`oraculum.control.driver`), for the operator and ``oraculum run`` alike,
+calls these readers and hands the result to the pure functions of :mod:`oraculum.control.reconcile`.
 
 Also here: the *labels-submitted* signal of the embedded default. On a cluster the API sets the
 annotation ``oraculum.dev/labels-submitted: "<k>"`` on the experiment; with no cluster it writes
@@ -23,7 +23,7 @@ from oraculum.spectra.datasets import index_key
 from oraculum.learning.experiments import experiment_prefix, iteration_key
 from oraculum.learning.labels import current_labels, read_events
 from oraculum.manifests import ExperimentSpec
-from oraculum.control.reconcile import DatasetObservation, ExperimentObservation, IterationObservation
+from oraculum.control.decision import DatasetObservation, ExperimentObservation, IterationObservation
 from oraculum.store import KeyNotFound, ObjectStore
 
 __all__ = [

@@ -25,9 +25,8 @@ from typing import Any
 import yaml
 
 from oraculum.manifests import ActiveLearningExperiment, ManifestError, PreprocessingJob, parse_manifest
-from oraculum.control.registry import normalised
 
-__all__ = ["DEMO_MANIFESTS", "DemoPlan", "load_plan", "spec_differences"]
+__all__ = ["DEMO_MANIFESTS", "DemoPlan", "load_plan"]
 
 _MAX_NAME = 63
 #: Where ``oraculum docs`` writes :data:`DEMO_MANIFESTS` in a checkout.
@@ -215,26 +214,3 @@ def load_plan(path: Path | None = None, *, count: int | None = None, seed: int |
     parse_manifest(ppj, "the demo's PreprocessingJob")
     parse_manifest(ale, "the demo's ActiveLearningExperiment")
     return DemoPlan(preprocessing=ppj, experiment=ale, truth=truth, pool=pool)
-
-
-def spec_differences(wanted: dict[str, Any], existing_spec: dict[str, Any]) -> list[str]:
-    """Fields (``spec.a.b: old -> new``) where the manifest ``wanted`` differs from a resource's
-    ``existing_spec``, both normalised as the registry stores them (defaults filled in), so only
-    real changes count."""
-    def flat(value: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(value, dict):
-            out: dict[str, Any] = {}
-            for key, item in value.items():
-                out.update(flat(item, f"{prefix}.{key}"))
-            return out or {prefix: {}}
-        return {prefix: value}
-
-    def spec_of(spec: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return dict(normalised(parse_manifest({**wanted, "spec": spec})).get("spec") or {})
-        except ManifestError:
-            return dict(spec)
-
-    new, old = flat(spec_of(wanted["spec"]), "spec"), flat(spec_of(existing_spec), "spec")
-    return [f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
-            for key in sorted(set(new) | set(old)) if new.get(key) != old.get(key)]

@@ -27,14 +27,16 @@ import signal
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from oraculum.demo.gateway import DemoApi, performance_rows, performance_table
+from oraculum.client.errors import ClientError
+from oraculum.client.records import Resource
+from oraculum.client.rest import Client
 from oraculum.demo.manifests import DemoPlan, load_plan
+from oraculum.demo.performance import performance_rows, performance_table
 from oraculum.demo.processes import (
     RUN_MARKER,
     ChildServer,
@@ -129,8 +131,8 @@ class Demo:
         self.stop = threading.Event()
         self.hurry = threading.Event()
         self.servers: list[ChildServer] = []
-        self.api: DemoApi | None = None
-        self.oracle_api: DemoApi | None = None
+        self.api: Client | None = None
+        self.oracle_api: Client | None = None
         self.dashboard_url: str | None = None
         self._truth: Any = None
         self._shown: dict[str, Any] = {}
@@ -161,10 +163,14 @@ class Demo:
         """Everything between start and shutdown; None when a signal stopped it."""
         plan = self._plan()
         tokens = ensure_tokens(self.root / "demo")
-        self._start(plan, tokens)
-        if self.stop.is_set():
-            return None
-        return self._follow(plan)
+        try:
+            self._start(plan, tokens)
+            if self.stop.is_set():
+                return None
+            return self._follow(plan)
+        except ClientError as error:
+            self._check_servers()  # a server that died says more than the call it failed
+            raise DemoError(f"the API refused a call: {error}" if error.status else str(error)) from None
 
     def _plan(self) -> DemoPlan:
         o = self.options
@@ -230,13 +236,22 @@ class Demo:
             if self.stop.is_set():
                 return
             self.dashboard_url = url
-        self.api = DemoApi(api_url, tokens.person)
+        self.api = Client(api_url, tokens.person, timeout=30.0)
         if o.headless:
-            self.oracle_api = DemoApi(api_url, tokens.oracle)
+            self.oracle_api = Client(api_url, tokens.oracle, timeout=30.0)
         self._welcome(plan, tokens, api_url)
         for document in (plan.preprocessing, plan.experiment):
-            outcome, _ = self.api.apply(document)
             what = f"{document['kind']} {document['metadata']['name']!r}"
+            try:
+                outcome, _ = self.api.apply(document)
+            except ClientError as error:
+                if not (error.status == 409 and isinstance(error.detail, dict) and "differences" in error.detail):
+                    raise
+                raise DemoError(
+                    f"{what} exists already in this store with another spec "
+                    f"({'; '.join(error.detail['differences'][:6])}). Run the demo with the options it was started "
+                    "with to resume it, or start afresh with another --store (or --experiment NAME for a new "
+                    "experiment on the same pool).") from None
             self.echo(f"applied {what}: " + ("created" if outcome == "created"
                                               else "it exists with the same spec: resuming where it stopped"))
 
@@ -264,12 +279,12 @@ class Demo:
         self._shown[key] = value
         return True
 
-    def _report(self, label: str, detail: dict[str, Any]) -> None:
-        phase, message = detail.get("phase"), detail.get("message") or ""
+    def _report(self, label: str, resource: Resource) -> None:
+        phase, message = resource.phase, resource.message
         if self._changed(f"{label}:state", (phase, message)):
             self.echo(f"{label}: {phase}" + (f": {message}" if message else ""))
         now = time.monotonic()
-        for report in detail.get("progress") or []:
+        for report in resource.progress:
             done, total = report.get("done"), report.get("total")
             key = f"{label}:progress:{report.get('job')}"
             value = (report.get("step"), done, total)
@@ -281,8 +296,8 @@ class Demo:
                 amount = f"{done:,.0f}/{total:,.0f}" if done is not None and total and "/" not in message else ""
                 self.echo(f"  {report.get('job')}: " + " ".join(p for p in (report.get("step"), amount, message) if p))
 
-    def _report_history(self, detail: dict[str, Any]) -> None:
-        for entry in (detail.get("status") or {}).get("history") or []:
+    def _report_history(self, resource: Resource) -> None:
+        for entry in resource.history:
             k = int(entry.get("iteration", -1))
             if not self._changed(f"history:{k}", True):
                 continue
@@ -304,42 +319,40 @@ class Demo:
         assert self.api is not None
         started = time.monotonic()
         name = plan.experiment_name
-        while not self.stop.is_set():
+        for experiment in self.api.follow(name, ALE, poll=self.options.poll, wait=self.stop.wait):
+            if self.stop.is_set():
+                break
             self._check_servers()
-            ppj = self.api.resource(PPJ, plan.ppj_name)
+            ppj = self.api.resource(plan.ppj_name, PPJ)
             self._report(f"preprocessing {plan.ppj_name}", ppj)
-            if ppj.get("phase") == "Failed":
-                raise DemoError(f"the PreprocessingJob failed: {ppj.get('message')}; the Job logs are in "
+            if ppj.phase == "Failed":
+                raise DemoError(f"the PreprocessingJob failed: {ppj.message}; the Job logs are in "
                                 f"{self.root / 'local' / 'logs'}")
-            if ppj.get("phase") == "Succeeded" and self._changed("ppj:done", True):
-                status = ppj.get("status") or {}
-                self.echo(f"dataset {plan.dataset!r}: {status.get('processed', 0)} spectra stored, "
-                          f"{status.get('rejected', 0)} files rejected (see `oraculum dataset info {plan.dataset} --rejected`)")
-            experiment = self.api.resource(ALE, name)
+            if ppj.phase == "Succeeded" and self._changed("ppj:done", True):
+                self.echo(f"dataset {plan.dataset!r}: {ppj.status.get('processed', 0)} spectra stored, "
+                          f"{ppj.status.get('rejected', 0)} files rejected (see `oraculum dataset info {plan.dataset} --rejected`)")
             self._report(f"experiment {name}", experiment)
             self._report_history(experiment)
-            phase = experiment.get("phase")
-            if phase == "Failed":
-                raise DemoError(f"the experiment failed: {experiment.get('message')}; the Job logs are in "
+            if experiment.phase == "Failed":
+                raise DemoError(f"the experiment failed: {experiment.message}; the Job logs are in "
                                 f"{self.root / 'local' / 'logs'}")
-            if phase == "Succeeded":
+            if experiment.phase == "Succeeded":
                 self._results(plan, experiment)
                 if self.options.headless:
                     return 0
                 self.echo(f"the experiment has finished; the dashboard stays up at {self.dashboard_url} until Ctrl-C")
                 self.stop.wait()
                 return 0
-            if phase == "AwaitingLabels":
+            if experiment.phase == "AwaitingLabels":
                 self._awaiting(plan, experiment)
             if self.options.timeout is not None and time.monotonic() - started > self.options.timeout:
                 raise DemoError(f"the experiment did not finish within --timeout {self.options.timeout:.0f} s "
-                                f"(it is {phase}: {experiment.get('message')}); run again to resume")
-            self.stop.wait(self.options.poll)
+                                f"(it is {experiment.phase}: {experiment.message}); run again to resume")
         return None
 
-    def _awaiting(self, plan: DemoPlan, experiment: dict[str, Any]) -> None:
-        k = int(experiment.get("iteration") or 0)
-        batch = (experiment.get("status") or {}).get("batch") or {}
+    def _awaiting(self, plan: DemoPlan, experiment: Resource) -> None:
+        k = int(experiment.iteration or 0)
+        batch = experiment.status.get("batch") or {}
         if self.options.headless:
             if self._changed(f"answered:{k}", True):
                 self._answer(plan, k)
@@ -382,46 +395,48 @@ class Demo:
         """Label iteration ``k``'s batch through the API, one PUT per spectrum, then submit."""
         assert self.oracle_api is not None
         oracle, _, _ = self._oracle(plan)
-        batch = self.oracle_api.batch(plan.experiment_name, k)
-        todo = [item for item in batch["items"] if not item.get("label")]
-        counts: Counter[str] = Counter()
-        for item in todo:
-            if self.stop.is_set():
-                self._shown.pop(f"answered:{k}", None)
-                return
-            label = oracle.label_of(str(item["id"]))
-            self.oracle_api.put_label(plan.experiment_name, k, int(item["index"]), label)
-            counts[label] += 1
-        kept = len(batch["items"]) - len(todo)
-        if batch.get("progress", {}).get("submitted"):
+        done = self.oracle_api.label_batch(plan.experiment_name, lambda item: oracle.label_of(str(item["id"])), k,
+                                           stop=self.stop.is_set)
+        if not done.finished:
+            self._shown.pop(f"answered:{k}", None)
             return
-        self.oracle_api.submit(plan.experiment_name, k)
-        self.echo(f"iteration {k}: the simulated oracle labelled {len(todo)} spectra through the API "
-                  f"({', '.join(f'{n} {label}' for label, n in sorted(counts.items())) or 'none needed'}"
-                  + (f"; {kept} were labelled before" if kept else "") + ") and submitted the batch")
+        if not done.submitted:
+            return
+        self.echo(f"iteration {k}: the simulated oracle labelled {done.count} spectra through the API "
+                  f"({', '.join(f'{n} {label}' for label, n in sorted(done.written.items())) or 'none needed'}"
+                  + (f"; {done.kept} were labelled before" if done.kept else "") + ") and submitted the batch")
 
     # -- the end ---------------------------------------------------------------------------------
 
-    def _results(self, plan: DemoPlan, experiment: dict[str, Any]) -> None:
+    def _candidate_ids(self, name: str, k: int) -> list[str] | None:
+        """The ids of iteration ``k``'s candidates, or None when it has no catalogue (a cold start)."""
+        assert self.api is not None
+        try:
+            return [str(i) for i in self.api.candidates(name, k)["id"]]
+        except ClientError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _results(self, plan: DemoPlan, experiment: Resource) -> None:
         assert self.api is not None
         name = plan.experiment_name
-        curves = self.api.curves(name)
+        curve = self.api.metrics(name)
         truth: dict[int, tuple[float, float]] = {}
         last_with_candidates = None
-        for point in curves:
+        for point in curve:
             k = int(point["iteration"])
-            rows = self.api.candidates_csv(name, k) if point.get("predicted_targets") is not None else None
-            if rows is None:
+            ids = self._candidate_ids(name, k) if point["predicted_targets"] >= 0 else None
+            if ids is None:
                 continue
             last_with_candidates = k
             if plan.truth is not None:
                 oracle, targets, total = self._oracle(plan)
-                hits = sum(1 for row in rows if oracle.label_of(row["id"]) in targets)
-                truth[k] = (hits / len(rows) if rows else float("nan"), hits / total if total else float("nan"))
-        confidence = float(((experiment.get("spec") or {}).get("estimation") or {}).get("confidence", 0.95))
-        table = performance_table(performance_rows(curves, list((experiment.get("status") or {}).get("history") or []),
-                                                    truth), confidence, with_truth=bool(truth))
-        self.echo(f"experiment {name!r} finished: {experiment.get('message')}")
+                hits = sum(1 for i in ids if oracle.label_of(i) in targets)
+                truth[k] = (hits / len(ids) if ids else float("nan"), hits / total if total else float("nan"))
+        confidence = float((experiment.spec.get("estimation") or {}).get("confidence", 0.95))
+        table = performance_table(performance_rows(curve, experiment.history, truth), confidence, with_truth=bool(truth))
+        self.echo(f"experiment {name!r} finished: {experiment.message}")
         self.say("")
         self.say(table)
         if truth:

@@ -48,7 +48,7 @@ def synthetic_source(spec: str, settings: Settings | None = None) -> "Source":
     only after its own generation finished. ``truth.csv`` is written last and marks a finished
     archive, so later runs reuse it.
     """
-    from oraculum.spectra import synth
+    from oraculum.spectra.synth import generator as synth
 
     count, seed = parse_synthetic(spec)
     store = open_store(settings=settings)

@@ -4,9 +4,17 @@
   persistence (TensorFlow is imported only when a model is built or loaded);
 - :mod:`~oraculum.learning.scoring` and :mod:`~oraculum.learning.scores`: streaming scoring of a
   pool and its Parquet score files;
-- :mod:`~oraculum.learning.acquisition`: uncertainty strategies and the oracle batch;
-- :mod:`~oraculum.learning.estimation`: performance estimates with confidence intervals;
-- :mod:`~oraculum.learning.iteration`: one iteration (:func:`run_iteration`, :func:`evaluate_iteration`);
+- choosing the oracle batch: :mod:`~oraculum.learning.uncertainty` (the strategies' scores),
+  :mod:`~oraculum.learning.reservoirs` (keyed, mergeable bounded-memory selection over a streamed
+  pool) and :mod:`~oraculum.learning.acquisition` (diversity and the batch's composition);
+- estimating performance: :mod:`~oraculum.learning.estimation_sample` (what the oracle labels for
+  it), :mod:`~oraculum.learning.intervals` (binomial confidence intervals) and
+  :mod:`~oraculum.learning.metrics` (the estimates in ``metrics.json``);
+- one iteration: :mod:`~oraculum.learning.iteration` (:func:`run_iteration`), with
+  :mod:`~oraculum.learning.labelled_set` (what it trains on and excludes),
+  :mod:`~oraculum.learning.candidates` (the candidate catalogue, CSV and VOTable) and
+  :mod:`~oraculum.learning.batch_maps` (2-D maps of the batch); and
+  :mod:`~oraculum.learning.evaluation` (:func:`evaluate_iteration`, once its labels are in);
 - :mod:`~oraculum.learning.experiments` and :mod:`~oraculum.learning.labels`: an experiment's
   records in the store and its durable label events;
 - :mod:`~oraculum.learning.oracle`: the simulated oracle; :mod:`~oraculum.learning.backtest`:
@@ -20,14 +28,17 @@ import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
-    submodules=["acquisition", "backtest", "estimation", "experiments", "iteration", "labels", "model",
-                "oracle", "scores", "scoring"],
+    submodules=["acquisition", "backtest", "batch_maps", "candidates", "estimation_sample", "evaluation",
+                "experiments", "intervals", "iteration", "labelled_set", "labels", "metrics", "model", "oracle",
+                "reservoirs", "scores", "scoring", "uncertainty"],
     submod_attrs={
-        "iteration": ["evaluate_iteration", "run_iteration"],
+        "iteration": ["run_iteration"],
+        "evaluation": ["evaluate_iteration"],
         "backtest": ["run_backtest"],
         "oracle": ["SimulatedOracle"],
-        "acquisition": ["Strategy"],
-        "estimation": ["binomial_interval", "estimate_metrics"],
+        "uncertainty": ["Strategy"],
+        "intervals": ["binomial_interval"],
+        "metrics": ["estimate_metrics"],
         "experiments": ["ExperimentError", "load_experiment"],
         "labels": ["LabelEvent", "current_labels", "read_events"],
     },

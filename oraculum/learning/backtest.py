@@ -37,10 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from oraculum.learning.acquisition import IndexSet, Strategy
+from oraculum.learning.reservoirs import IndexSet
+from oraculum.learning.uncertainty import Strategy
 from oraculum.spectra.datasets import Dataset, DatasetError
 from oraculum.learning.experiments import ExperimentError, experiment_prefix, iteration_key, json_safe
-from oraculum.learning.iteration import evaluate_iteration, load_labelled_set, run_iteration
+from oraculum.learning.evaluation import evaluate_iteration
+from oraculum.learning.iteration import run_iteration
+from oraculum.learning.labelled_set import load_labelled_set
 from oraculum.manifests import ExperimentSpec
 from oraculum.learning.oracle import SimulatedOracle
 from oraculum.settings import Settings
@@ -99,7 +102,7 @@ def prepare_synthetic(
 
     Returns (dataset name, store key of the label file). Both are reused when already present.
     """
-    from oraculum.spectra import synth
+    from oraculum.spectra.synth.generator import SynthConfig, generate
     from oraculum.ingest.pipeline import run_preprocess
     from oraculum.spectra.preprocessing import PreprocessingParameters
 
@@ -115,8 +118,8 @@ def prepare_synthetic(
     labels_key = f"{prefix}/labels.csv"
     if not store.exists(labels_key):
         echo(f"generating {count} synthetic LAMOST-format spectra in {store.url}/{prefix} (synthetic data)")
-        config = synth.SynthConfig(count=count, seed=seed, fractions=fractions)
-        synth.generate(store, prefix, config)
+        config = SynthConfig(count=count, seed=seed, fractions=fractions)
+        generate(store, prefix, config)
     try:
         Dataset.open(store, dataset)
     except DatasetError:
@@ -209,7 +212,7 @@ def _coverage(curves: dict[str, list[dict[str, Any]]], confidence: float) -> dic
         "with few intervals the observed rate is itself uncertain (see the binomial interval)",
     }
     if n:
-        from oraculum.learning.estimation import binomial_interval
+        from oraculum.learning.intervals import binomial_interval
 
         est, low, high = binomial_interval(covered, n, 0.95, "wilson")
         out["rate_interval_95"] = [low, high]

@@ -4,20 +4,22 @@ A Kubernetes Job (or a local subprocess) runs :func:`run_iteration` once per ite
 passes between iterations except the object store (see :mod:`oraculum.learning.experiments` for the keys):
 
 1. ``k > 0``: evaluate iteration ``k - 1`` from the labels its estimation sample received
-   (:func:`evaluate_iteration` -> ``iterations/<k-1>/metrics.json``).
-2. The labelled set: the initial labels (if any) plus the oracle's current labels from the
-   iterations before ``k`` (estimation labels only with ``estimation.useForTraining``; ``unsure``
-   never). Every spectrum with any label, in any set, is excluded from selection.
+   (:func:`~oraculum.learning.evaluation.evaluate_iteration` -> ``iterations/<k-1>/metrics.json``).
+2. The labelled set (:mod:`oraculum.learning.labelled_set`): the initial labels (if any) plus the
+   oracle's current labels from the iterations before ``k`` (estimation labels only with
+   ``estimation.useForTraining``; ``unsure`` never). Every spectrum with any label, in any set, is
+   excluded from selection.
 3. No labelled set yet (a cold start, normally iteration 0): no model; the batch is a uniform
    random sample of ``acquisition.initialBatchSize`` spectra and there is no estimation sample.
 4. Otherwise train the network (seed ``model.seed + k``), save it, and stream the whole pool
    through it once, shard by shard: per-spectrum scores to Parquet, predicted targets to the
-   candidate catalogue (CSV and VOTable), and the scores into the batch selector and the
-   estimation sampler (both bounded-memory reservoirs, see :mod:`oraculum.learning.acquisition` and
-   :mod:`oraculum.learning.estimation`).
+   candidate catalogue (CSV and VOTable, :mod:`oraculum.learning.candidates`), and the scores into
+   the batch selector and the estimation sampler (both bounded-memory reservoirs, see
+   :mod:`oraculum.learning.acquisition` and :mod:`oraculum.learning.estimation_sample`).
 5. Write the batch (oracle items, then estimation items; predictions of blind estimation items go
-   to ``batch-predictions.json`` instead), a 2-D map of the batch's embeddings, and ``run.json``
-   (written last: its presence means the iteration finished).
+   to ``batch-predictions.json`` instead), a 2-D map of the batch's embeddings
+   (:mod:`oraculum.learning.batch_maps`), and ``run.json`` (written last: its presence means the
+   iteration finished).
 
 Deterministic: the same store contents, spec and ``k`` give the same batch (on the same machine
 and library versions: training uses TensorFlow's deterministic ops).
@@ -33,38 +35,36 @@ import platform
 import re
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
-from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
 from oraculum import __version__
-from oraculum.learning.acquisition import BatchItem, BatchSelector, IndexSet, Strategy, bald, entropy, least_confidence, margin
-from oraculum.spectra.datasets import Batch, Dataset, DatasetError
-from oraculum.learning.estimation import EstimationSample, EstimationSampler, Stratum, estimate_metrics
-from oraculum.learning.experiments import ExperimentError, iteration_key, read_json, read_reference, write_json
-from oraculum.learning.labels import CurrentLabel, current_labels, read_events, read_label_csv
+from oraculum.learning.acquisition import BatchItem, BatchSelector
+from oraculum.learning.batch_maps import batch_map
+from oraculum.learning.candidates import CandidateWriter, candidate_rows
+from oraculum.learning.estimation_sample import EstimationSampler
+from oraculum.learning.evaluation import evaluate_iteration
+from oraculum.learning.experiments import ExperimentError, iteration_key, write_json
+from oraculum.learning.labelled_set import ID_BATCH, LabelledSet, load_labelled_set
+from oraculum.learning.reservoirs import IndexSet
+from oraculum.learning.uncertainty import Strategy, bald, entropy, least_confidence, margin
 from oraculum.manifests import ExperimentSpec
-from oraculum.learning.oracle import UNSURE, map_label
 from oraculum.settings import Settings
+from oraculum.spectra.datasets import Batch, Dataset, DatasetError
 from oraculum.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "IterationResult",
-    "LabelledSet",
-    "evaluate_iteration",
     "iteration_seed",
-    "load_labelled_set",
     "run_iteration",
-    "sample_from_dict",
 ]
 
 #: Rows read from the pool per step while scoring (bounded memory: flux of 4096 x grid points).
@@ -86,295 +86,6 @@ STAGE_UNITS = {"train": "epochs", "score": "spectra"}
 def iteration_seed(spec: ExperimentSpec, k: int) -> int:
     """The seed of iteration ``k``: ``model.seed + k`` (training, acquisition, estimation, maps)."""
     return int((spec.model.seed + k) % (_MAX_SEED + 1))
-
-
-# --------------------------------------------------------------------------------------------
-# The labelled set
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LabelledSet:
-    """The training set of one iteration and the spectra that must never be chosen again.
-
-    Attributes:
-        pool_indices, pool_labels: pool spectra to train on (global index, class id).
-        external_flux, external_labels: labelled spectra from another dataset (``initial.dataset``).
-        exclude: every pool index with any current label (any set, ``unsure`` included).
-        known: pool index -> current label name (for the candidate catalogue's ``label`` column).
-        notes: what was dropped and why.
-    """
-
-    pool_indices: np.ndarray
-    pool_labels: np.ndarray
-    external_flux: np.ndarray | None
-    external_labels: np.ndarray
-    exclude: np.ndarray
-    known: dict[int, str]
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        """Spectra to train on."""
-        return int(self.pool_indices.size + self.external_labels.size)
-
-
-def _find_ids(dataset: Dataset, wanted: Iterable[str]) -> dict[str, int]:
-    """Global indices of the ``wanted`` ids, by streaming the dataset's ids (no flux)."""
-    remaining = set(wanted)
-    found: dict[str, int] = {}
-    if not remaining:
-        return found
-    for batch in dataset.iter_batches(SCORING_BATCH * 4, flux=False):
-        for sid, index in zip(batch.ids.tolist(), batch.index.tolist()):
-            if sid in remaining:
-                found[sid] = int(index)
-        if len(found) == len(remaining):
-            break
-    return found
-
-
-def _initial_labels(
-    store: ObjectStore, spec: ExperimentSpec, pool: Dataset, settings: Settings | None
-) -> tuple[dict[int, str], np.ndarray | None, list[str], list[str]]:
-    """(pool index -> class, external flux, external labels, notes) of ``spec.initial``."""
-    assert spec.initial is not None
-    raw = read_reference(store, spec.initial.labels, "initial.labels")
-    try:
-        mapping = read_label_csv(raw, f"initial.labels ({spec.initial.labels})")
-    except ValueError as error:
-        raise ExperimentError(str(error)) from None
-    notes: list[str] = []
-    labels = {sid: map_label(label, spec.class_names) for sid, label in mapping.items()}
-    unknown = Counter(mapping[sid] for sid, label in labels.items() if label == UNSURE)
-    if unknown:
-        notes.append(f"initial labels not among the classes (left out): {dict(unknown)}")
-    labels = {sid: label for sid, label in labels.items() if label != UNSURE}
-    if not labels:
-        raise ExperimentError(f"initial.labels ({spec.initial.labels}): no label names one of the classes {spec.class_names}")
-    external = spec.initial.dataset not in (None, spec.dataset)
-    source = pool
-    if external:
-        try:
-            source = Dataset.open(store, spec.initial.dataset, settings.cache_dir if settings else None)  # type: ignore[arg-type]
-        except DatasetError as error:
-            raise ExperimentError(f"initial.dataset: {error}") from None
-        if source.grid != pool.grid:
-            raise ExperimentError(
-                f"initial.dataset {source.name!r} has a different wavelength grid than the pool {pool.name!r}: "
-                "preprocess both with the same grid parameters"
-            )
-    found = _find_ids(source, labels)
-    missing = len(labels) - len(found)
-    if not found:
-        raise ExperimentError(
-            f"initial.labels ({spec.initial.labels}): none of its {len(labels)} ids is in dataset {source.name!r}"
-        )
-    if missing:
-        notes.append(f"{missing} initial label id(s) not found in dataset {source.name!r} (left out)")
-    if not external:
-        return {found[sid]: labels[sid] for sid in sorted(found)}, None, [], notes
-    ids = sorted(found, key=lambda sid: found[sid])
-    batch = source.take([found[sid] for sid in ids])
-    return {}, batch.flux, [labels[sid] for sid in ids], notes
-
-
-def load_labelled_set(
-    store: ObjectStore, name: str, spec: ExperimentSpec, k: int, pool: Dataset, settings: Settings | None = None
-) -> LabelledSet:
-    """The training set of iteration ``k`` and the spectra excluded from selection (see module doc)."""
-    classes = {c: i for i, c in enumerate(spec.class_names)}
-    notes: list[str] = []
-    train: dict[int, str] = {}
-    known: dict[int, str] = {}
-    external_flux, external_labels = None, []
-    counts: dict[str, Counter[str]] = {"initial": Counter(), "oracle": Counter(), "estimation": Counter(), "unsure": Counter()}
-    if spec.initial is not None:
-        initial, external_flux, external_labels, initial_notes = _initial_labels(store, spec, pool, settings)
-        notes += initial_notes
-        train.update(initial)
-        known.update(initial)
-        counts["initial"].update(list(initial.values()) + list(external_labels))
-    events = [event for event in read_events(store, name) if event.iteration < k]
-    current: dict[int, CurrentLabel] = current_labels(events)
-    for index, label in sorted(current.items()):
-        if index >= len(pool):
-            raise ExperimentError(f"label for spectrum {index} ({label.id}) is outside dataset {pool.name!r}: wrong dataset?")
-        known[index] = label.label
-        usable = label.label in classes and (label.set != "estimation" or spec.estimation.use_for_training)
-        if label.label not in classes:
-            counts["unsure"][label.label] += 1
-            train.pop(index, None)  # an oracle's 'unsure' overrides an initial label
-        elif usable:
-            train[index] = label.label
-            counts["estimation" if label.set == "estimation" else "oracle"][label.label] += 1
-        else:
-            counts["estimation"][label.label] += 1
-            train.pop(index, None)
-    indices = np.array(sorted(train), dtype=np.int64)
-    return LabelledSet(
-        pool_indices=indices,
-        pool_labels=np.array([classes[train[i]] for i in indices.tolist()], dtype=np.int64),
-        external_flux=external_flux,
-        external_labels=np.array([classes[c] for c in external_labels], dtype=np.int64),
-        exclude=np.array(sorted(known), dtype=np.int64),
-        known=known,
-        counts={key: dict(sorted(value.items())) for key, value in counts.items()},
-        notes=notes,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Streaming writers: candidates as CSV and VOTable
-# --------------------------------------------------------------------------------------------
-
-#: Candidate catalogue columns: name, VOTable datatype, unit, UCD, description.
-CANDIDATE_COLUMNS: list[tuple[str, str, str | None, str, str]] = [
-    ("id", "char", None, "meta.id;meta.main", "Spectrum id (source file key without extension)"),
-    ("index", "long", None, "meta.record", "Global index of the spectrum in the pool dataset"),
-    ("ra", "double", "deg", "pos.eq.ra;meta.main", "Right ascension (J2000)"),
-    ("dec", "double", "deg", "pos.eq.dec;meta.main", "Declination (J2000)"),
-    ("obsid", "long", None, "meta.id", "Archive observation id (LAMOST OBSID); null if unknown"),
-    ("designation", "char", None, "meta.id", "Archive designation"),
-    ("snr", "double", None, "stat.snr", "Signal-to-noise ratio from the archive header"),
-    ("predicted", "char", None, "src.class", "Predicted class"),
-    ("probability", "double", None, "stat.probability", "Network probability of the predicted class"),
-    ("label", "char", None, "meta.code.class", "The oracle's label, if the spectrum was labelled"),
-]
-
-
-class CandidateWriter:
-    """Streams candidate rows to a CSV file and a VOTable (TABLEDATA) file, row group by row group.
-
-    The VOTable is written by hand so that it never holds the catalogue in memory; it follows
-    VOTable 1.4 and is read back with astropy in the tests (and by TOPCAT).
-    """
-
-    def __init__(self, csv_path: Path, vot_path: Path, description: str) -> None:
-        import csv
-
-        self.rows = 0
-        self._csv_handle = open(csv_path, "w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._csv_handle, lineterminator="\n")
-        self._csv.writerow([c[0] for c in CANDIDATE_COLUMNS])
-        self._vot = open(vot_path, "w", encoding="utf-8")
-        self._vot.write('<?xml version="1.0" encoding="utf-8"?>\n')
-        self._vot.write(
-            '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" '
-            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
-        )
-        self._vot.write(f' <RESOURCE type="results">\n  <DESCRIPTION>{escape(description)}</DESCRIPTION>\n')
-        self._vot.write('  <TABLE name="candidates">\n')
-        for name, datatype, unit, ucd, text in CANDIDATE_COLUMNS:
-            extra = ' arraysize="*"' if datatype == "char" else ""
-            extra += f" unit={quoteattr(unit)}" if unit else ""
-            null = '<VALUES null="-1"/>' if name == "obsid" else ""
-            self._vot.write(
-                f"   <FIELD name={quoteattr(name)} datatype={quoteattr(datatype)}{extra} ucd={quoteattr(ucd)}>"
-                f"<DESCRIPTION>{escape(text)}</DESCRIPTION>{null}</FIELD>\n"
-            )
-        self._vot.write("   <DATA>\n    <TABLEDATA>\n")
-
-    def write(self, rows: list[list[Any]]) -> None:
-        lines = []
-        for row in rows:
-            self._csv.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in row])
-            cells = []
-            for value in row:
-                if isinstance(value, float):
-                    cells.append("NaN" if not math.isfinite(value) else repr(value))
-                else:
-                    cells.append(escape(str(value)))
-            lines.append("     <TR>" + "".join(f"<TD>{cell}</TD>" for cell in cells) + "</TR>\n")
-        self._vot.write("".join(lines))
-        self.rows += len(rows)
-
-    def close(self) -> None:
-        self._vot.write("    </TABLEDATA>\n   </DATA>\n  </TABLE>\n </RESOURCE>\n</VOTABLE>\n")
-        self._vot.close()
-        self._csv_handle.close()
-
-
-def _candidate_rows(
-    batch: Batch, probs: np.ndarray, predicted: np.ndarray, targets: np.ndarray, classes: Sequence[str], known: dict[int, str]
-) -> list[list[Any]]:
-    rows = []
-    for position in np.flatnonzero(np.isin(predicted, targets)).tolist():
-        index = int(batch.index[position])
-        c = int(predicted[position])
-        meta = batch.meta
-        rows.append([
-            str(batch.ids[position]),
-            index,
-            float(meta["ra_deg"][position]),
-            float(meta["dec_deg"][position]),
-            int(meta["obsid"][position]),
-            str(meta["designation"][position]),
-            float(meta["snr"][position]),
-            classes[c],
-            float(probs[position, c]),
-            known.get(index, ""),
-        ])
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
-# Maps of the batch
-# --------------------------------------------------------------------------------------------
-
-
-def batch_map(embedding: np.ndarray, seed: int) -> tuple[dict[str, list[list[float]]], dict[str, Any], list[str]]:
-    """2-D coordinates of each row of ``embedding`` by PCA, t-SNE and (if installed) UMAP.
-
-    t-SNE's perplexity is adapted to small batches (``min(30, (n - 1) / 3)``, at least 1) and
-    UMAP's ``n_neighbors`` likewise (``min(15, n - 1)``). Returns (coordinates per method,
-    parameters, notes).
-    """
-    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-
-    # A batch is tiny (hundreds of points): one thread is as fast and never fights the
-    # network's thread pools, or other pods on the node, for cores.
-    with threadpool_limits(limits=1):
-        return _batch_map(np.asarray(embedding, dtype=np.float64), seed)
-
-
-def _batch_map(x: np.ndarray, seed: int) -> tuple[dict[str, list[list[float]]], dict[str, Any], list[str]]:
-    n = x.shape[0]
-    coords: dict[str, list[list[float]]] = {}
-    params: dict[str, Any] = {}
-    notes: list[str] = []
-    if n == 0:
-        return coords, params, ["empty batch: no map"]
-    if n < 3 or float(np.ptp(x, axis=0).max(initial=0.0)) == 0.0:
-        coords["pca"] = [[0.0, 0.0] for _ in range(n)]
-        notes.append("fewer than 3 distinct points: PCA map is degenerate")
-        return coords, params, notes
-    from sklearn.decomposition import PCA
-
-    pca = PCA(n_components=2, random_state=seed)
-    coords["pca"] = pca.fit_transform(x).tolist()
-    params["pca"] = {"explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_]}
-    if n >= 5:
-        from sklearn.manifold import TSNE
-
-        perplexity = float(max(1.0, min(30.0, (n - 1) / 3.0)))
-        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=500)
-        coords["tsne"] = tsne.fit_transform(x).tolist()
-        params["tsne"] = {"perplexity": perplexity, "max_iter": 500, "random_state": seed}
-    else:
-        notes.append("fewer than 5 spectra: no t-SNE map")
-    try:
-        import umap  # type: ignore[import-not-found]
-    except ImportError:
-        notes.append("UMAP not computed: the optional package umap-learn is not installed")
-    else:
-        if n >= 5:
-            neighbours = int(min(15, n - 1))
-            reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, random_state=seed)
-            coords["umap"] = np.asarray(reducer.fit_transform(x)).tolist()
-            params["umap"] = {"n_neighbors": neighbours, "random_state": seed}
-    return coords, params, notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,7 +310,7 @@ def _cold_start(
     size = min(spec.acquisition.initial_batch_size or spec.acquisition.batch_size, unlabelled)
     with timer.step("select"):
         selector = BatchSelector("random", size, {"random": 1.0}, seed=seed, exclude=IndexSet(labelled.exclude))
-        for batch in pool.iter_batches(SCORING_BATCH * 4, flux=False):
+        for batch in pool.iter_batches(ID_BATCH, flux=False):
             selector.update(batch.index, scores=np.zeros(len(batch)))
         chosen = selector.result()
     indices = np.array([item.index for item in chosen], dtype=np.int64)
@@ -713,7 +424,7 @@ def _warm(
                     selector.update(scored.index, uncertainty, scored.embedding if diversity else None)
                 sampler.update(scored.index, scored.predicted)
                 writer.write(scored, {"uncertainty": uncertainty.astype(np.float32)})
-                candidates.write(_candidate_rows(batch, scored.probs, scored.predicted, targets, classes, labelled.known))
+                candidates.write(candidate_rows(batch, scored.probs, scored.predicted, targets, classes, labelled.known))
                 done += len(batch)
                 if timer.progress:
                     timer.progress("score", done, len(pool))
@@ -783,76 +494,3 @@ def _warm(
     write_json(store, keys["run"], _run_document(experiment, k, spec, pool, seed, started, timer, counts, labelled, notes,
                                                  record, {"cold_start": False, "score_columns": dict(zip(classes, columns))}))
     return IterationResult(experiment, k, seed, False, items, counts, timer.durations, keys, previous, notes)
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------
-
-
-def sample_from_dict(data: dict[str, Any]) -> EstimationSample:
-    """The :class:`EstimationSample` stored by :meth:`EstimationSample.to_dict` (``estimation.json``)."""
-    precision, stratified = data["precision"], data["stratified"]
-    return EstimationSample(
-        target_classes=tuple(int(c) for c in data["target_classes"]),
-        precision_indices=np.asarray(precision["indices"], dtype=np.int64),
-        precision_predicted=np.asarray(precision["predicted"], dtype=np.int64),
-        target_population_by_class={int(c): int(n) for c, n in precision["population_by_class"].items()},
-        predicted_counts={int(c): int(n) for c, n in data["predicted_counts"].items()},
-        stratified_indices=np.asarray(stratified["indices"], dtype=np.int64),
-        stratified_predicted=np.asarray(stratified["predicted"], dtype=np.int64),
-        strata={
-            int(c): Stratum(int(c), int(s["population"]), int(s["sample_size"]),
-                            float("nan") if s["weight"] is None else float(s["weight"]))
-            for c, s in stratified["strata"].items()
-        },
-        seed=int(data["seed"]),
-    )
-
-
-def evaluate_iteration(name: str, spec: ExperimentSpec, k: int, store: ObjectStore) -> dict[str, Any]:
-    """Metrics of iteration ``k`` from its estimation sample's labels -> ``iterations/<k>/metrics.json``.
-
-    The document holds the :class:`~oraculum.learning.estimation.Metrics` fields (``target_precision``
-    with its interval, ``predicted_target_count``, ``estimated_target_count`` with its interval,
-    per-class precision, and accuracy/recall when a stratified sample was drawn) plus the
-    strategy, the labels so far per class, and the training-set size of the iteration's model.
-    A cold-start iteration has no model and no estimate: ``estimable`` is false.
-    """
-    batch = read_json(store, iteration_key(name, k, "batch"), f"batch of iteration {k} of experiment {name!r}")
-    try:
-        run = read_json(store, iteration_key(name, k, "run"))
-    except ExperimentError:
-        run = {}
-    all_events = [event for event in read_events(store, name) if event.iteration <= k]
-    so_far = current_labels(all_events)
-    per_class = Counter(label.label for label in so_far.values())
-    per_set = Counter(label.set for label in so_far.values())
-    doc: dict[str, Any] = {
-        "experiment": name,
-        "iteration": k,
-        "strategy": batch.get("strategy"),
-        "dataset": batch.get("dataset"),
-        "training_labels": (run.get("counts") or {}).get("training"),
-        "labels_so_far": dict(sorted(per_class.items())),
-        "labels_so_far_by_set": dict(sorted(per_set.items())),
-        "labels_total": len(so_far),
-        "batch_labelled": sum(1 for item in batch["items"] if int(item["index"]) in so_far),
-        "batch_size": len(batch["items"]),
-    }
-    if batch.get("cold_start"):
-        doc.update(estimable=False, notes=["cold start: no model in this iteration, so nothing to estimate"])
-    else:
-        sample = sample_from_dict(read_json(store, iteration_key(name, k, "estimation"), f"estimation sample of iteration {k}"))
-        classes = {c: i for i, c in enumerate(spec.class_names)}
-        events = current_labels(read_events(store, name, k))
-        wanted = set(sample.indices_to_label().tolist())
-        truth = {i: classes[label.label] for i, label in events.items() if i in wanted and label.label in classes}
-        metrics = estimate_metrics(sample, truth, spec.estimation.confidence, spec.estimation.method,
-                                   dict(enumerate(spec.class_names)))
-        doc.update(estimable=True, **metrics.model_dump(mode="json"))
-        unsure = sum(1 for i, label in events.items() if i in wanted and label.label not in classes)
-        if unsure:
-            doc["notes"] = [*doc.get("notes", []), f"{unsure} estimation spectra labelled unsure: left out (assumed missing at random)"]
-    write_json(store, iteration_key(name, k, "metrics"), doc)
-    return doc

@@ -12,7 +12,9 @@ What this room offers (imported lazily, so ``import oraculum.spectra`` costs not
   :func:`preprocess` (resample, blur, normalise);
 - :mod:`~oraculum.spectra.datasets`: :class:`Dataset`, HDF5 shards plus a JSON index in the store;
 - :mod:`~oraculum.spectra.archive`: a :class:`Source` of files, its shards and spectrum ids;
-- :mod:`~oraculum.spectra.synth`: synthetic LAMOST-format spectra with known labels.
+- :mod:`~oraculum.spectra.synth`: synthetic LAMOST-format spectra with known labels, a package of
+  its own: the line list and profiles (``lines``), one star's spectrum (``star``), the LAMOST FITS
+  bytes (``lamost_fits``) and a whole labelled archive in the store (``generator``).
 
 May import: :mod:`oraculum.store`, :mod:`oraculum.settings` and the scientific libraries; never the
 other rooms.

@@ -38,6 +38,14 @@ DATALINK_STANDARD = "ivo://ivoa.net/std/datalink"
 #: Core DataLink terms for "the dataset itself" and for a cutout service.
 THIS = "#this"
 CUTOUT_TERMS = ("#cutout", "#proc")
+#: The core terms of the DataLink vocabulary (http://www.ivoa.net/rdf/datalink/core) named in reasons.
+CORE_TERMS = frozenset({
+    "#this", "#auxiliary", "#bias", "#calibration", "#coderived", "#counterpart", "#cutout", "#dark",
+    "#derivation", "#detached-header", "#documentation", "#error", "#flat", "#noise", "#preview",
+    "#preview-image", "#preview-plot", "#proc", "#progenitor", "#thumbnail", "#weight",
+})
+#: The faults an ``error_message`` starts with (DataLink 1.1, section 3.4).
+FAULTS = frozenset({"NotFoundFault", "UsageFault", "TransientFault", "FatalFault", "DefaultFault", "Error"})
 
 DatalinkMode = Literal["auto", "this", "cutout", "none"]
 
@@ -162,15 +170,13 @@ class LinkChooser:
             if cutout is not None:
                 return cutout
         if self.mode == "cutout":
-            terms = sorted({str(r.semantics) for r in records})
-            raise FetchError(label, f"no SODA cutout with a BAND parameter among its DataLink links ({', '.join(terms)})")
+            raise FetchError(label, f"no SODA cutout with a BAND parameter among its DataLink links ({_terms(records)})")
         this = [r for r in records if r.semantics == THIS]
         if not this:
-            terms = sorted({str(r.semantics) for r in records})
-            raise FetchError(label, f"no #this link among its DataLink links ({', '.join(terms)})")
+            raise FetchError(label, f"no #this link among its DataLink links ({_terms(records)})")
         record = this[0]
         if record.error_message:
-            raise FetchError(label, f"DataLink error: {record.error_message}")
+            raise FetchError(label, f"DataLink error: {_fault(str(record.error_message))}")
         url = record.get("access_url", decode=True)
         if not url:
             raise FetchError(label, "its #this link has an empty access_url")
@@ -194,9 +200,25 @@ class LinkChooser:
         return None
 
 
+def _terms(records: list[DatalinkRecord]) -> str:
+    """The links' semantics for a reason: the core DataLink terms by name, any other term only
+    counted (a reason never quotes an answer, see :mod:`oraculum.vo.policy`)."""
+    found = [str(r.semantics) for r in records]
+    known = sorted({term for term in found if term in CORE_TERMS})
+    others = sum(1 for term in found if term not in CORE_TERMS)
+    return ", ".join(known + ([f"{others} other link(s)"] if others else [])) or "none"
+
+
+def _fault(message: str) -> str:
+    """The DataLink fault of an ``error_message`` (``NotFoundFault: ...`` -> ``NotFoundFault``):
+    the standard word only, never the service's text."""
+    word = message.split(":", 1)[0].strip()
+    return word if word in FAULTS else "the service reported an error for it (its message is not repeated here)"
+
+
 def _links(data: bytes, origin: str) -> DatalinkResults:
-    votable = parse_votable(data, origin)
-    results(votable, origin)  # a QUERY_STATUS=ERROR answer becomes a VOTableError with its message
+    votable = parse_votable(data, origin, remote=True)
+    results(votable, origin, remote=True)  # a QUERY_STATUS=ERROR answer becomes a VOTableError
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return DatalinkResults(votable, url=origin)

@@ -32,6 +32,7 @@ from oraculum.spectra.datasets import sha256_file
 from oraculum.store import KeyNotFound, ObjectStore, StoreError
 from oraculum.vo.datalink import LinkChooser, Product, ServiceDescriptor, resolve_document, resolve_ids
 from oraculum.vo.plan import PlanItem
+from oraculum.vo.policy import OutboundPolicy
 from oraculum.vo.transport import Download, FetchError, HttpClient, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,9 @@ class _Run:
             try:
                 resolved = resolve_ids(self.http, descriptor, ids, self.chooser)
             except Exception as error:  # noqa: BLE001 - a malformed answer fails these rows, not the run
-                resolved = {i: FetchError(i, f"DataLink answer not usable: {type(error).__name__}: {error}") for i in ids}
+                log.warning("DataLink answer for %d identifiers not usable", len(ids), exc_info=True)
+                resolved = {i: FetchError(i, f"DataLink answer not usable ({type(error).__name__}; "
+                                             "details in the log)") for i in ids}
             products.update({i.key: resolved[str(i.ident)] for i in service_items})
         for item in items:
             try:
@@ -229,7 +232,9 @@ class _Run:
             except (StoreError, MemoryError):
                 raise  # the store (or the machine) is down: stop, the pod is retried
             except Exception as error:  # noqa: BLE001 - e.g. a SODA descriptor pyvo cannot use
-                self.failed(item, FetchError(item.label, f"{type(error).__name__}: {error}"))
+                # its words may quote a fetched answer: they go to the log, not to the report
+                log.warning("%s: not fetched", item.label, exc_info=True)
+                self.failed(item, FetchError(item.label, f"{type(error).__name__} (details in the log)"))
                 continue
             self.store_download(item, download, product.kind)
 
@@ -298,15 +303,17 @@ def fetch_items(
     descriptor: ServiceDescriptor | None = None,
     progress: Callable[[int, int], None] | None = None,
     http: HttpClient | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> FetchReport:
     """Fetch ``items`` into ``store`` (keys relative to it); the report goes to ``report_key``.
 
     Earlier reports under ``state_prefix`` make the run resumable (see the module docstring).
+    Without ``http``, a client of its own obeys ``outbound`` (the environment's policy if None).
     """
     started = time.perf_counter()
     earlier = read_records(store, state_prefix)
     own_http = http is None
-    http = http or HttpClient(options.policy(), options.concurrency)
+    http = http or HttpClient(options.policy(), options.concurrency, outbound=outbound)
     run = _Run(store, report_key, options, earlier, http, len(items), progress)
     last_checkpoint = time.monotonic()
     try:

@@ -31,8 +31,10 @@ class ListingError(ValueError):
     """A URL list or index page that cannot be used; the message names it and the problem."""
 
 
-def parse_url_list(text: str, origin: str) -> list[str]:
-    """The URLs of a URL list, in order; :class:`ListingError` naming the line of a bad entry."""
+def parse_url_list(text: str, origin: str, *, remote: bool = False) -> list[str]:
+    """The URLs of a URL list, in order; :class:`ListingError` naming the line of a bad entry
+    (quoting it only when the list is not ``remote``: a fetched list is never quoted, see
+    :mod:`oraculum.vo.policy`)."""
     urls: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.strip().lstrip("\ufeff")
@@ -41,8 +43,9 @@ def parse_url_list(text: str, origin: str) -> list[str]:
         url = entry.split()[0]
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
+            entry_text = "the entry" if remote else repr(url)
             raise ListingError(
-                f"{origin}, line {number}: {url!r} is not an http(s) URL; a URL list has one "
+                f"{origin}, line {number}: {entry_text} is not an http(s) URL; a URL list has one "
                 "http:// or https:// URL per line (# starts a comment)"
             )
         urls.append(url)

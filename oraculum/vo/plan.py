@@ -118,12 +118,13 @@ def plan_crawl(crawl: Crawl) -> Plan:
     return builder.plan
 
 
-def plan_votable(data: bytes, origin: str, mode: DatalinkMode) -> Plan:
+def plan_votable(data: bytes, origin: str, mode: DatalinkMode, *, remote: bool = False) -> Plan:
     """A plan for a VOTable: rows through the table's DataLink service when it declares one (and
     ``mode`` is not ``none``), through their DataLink documents when their format says so, else
-    straight from the access reference."""
-    votable = parse_votable(data, origin)
-    table = results(votable, origin).resultstable
+    straight from the access reference. ``remote``: the table was fetched from a server, so
+    errors do not quote it (see :func:`~oraculum.vo.votable.parse_votable`)."""
+    votable = parse_votable(data, origin, remote=remote)
+    table = results(votable, origin, remote=remote).resultstable
     descriptor = find_service(votable, table, origin) if mode != "none" else None
     if mode == "cutout" and descriptor is None and not _has_datalink_rows(table):
         raise VOTableError(

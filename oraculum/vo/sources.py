@@ -10,7 +10,10 @@ every source, and heavier modules are imported when a VO source is really used.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,8 @@ from oraculum.vo.spec import Kind, VOSourceError, VOSpec, parse_vo_spec
 if TYPE_CHECKING:
     from oraculum.vo.fetch import FetchReport, ItemRecord
     from oraculum.vo.plan import Plan
+
+log = logging.getLogger(__name__)
 
 
 # --- recognising plain URLs and files by their content -----------------------------------------
@@ -57,19 +62,20 @@ def recognise(spec: str, settings: Settings | None = None) -> VOSpec | None:
     parsed = parse_vo_spec(spec)
     if parsed is not None:
         return parsed
-    if spec.startswith(("http://", "https://")):
+    if is_remote(spec):
+        from oraculum.vo.policy import OutboundPolicy
         from oraculum.vo.transport import FetchError, HttpClient, RetryPolicy
 
-        with HttpClient(RetryPolicy(retries=2, timeout=60)) as http:
+        with HttpClient(RetryPolicy(retries=2, timeout=60), outbound=OutboundPolicy.from_settings(settings)) as http:
             try:
                 data = http.get_head(spec, CLASSIFY_BYTES)
             except FetchError as error:
                 raise VOSourceError(f"source {spec}: cannot fetch it to see what it is: {error.reason}") from None
         kind = classify(data)
-        if kind is None:
+        if kind is None:  # the answer is not quoted (see oraculum.vo.policy)
             raise VOSourceError(
-                f"source {spec}: the answer is neither a VOTable, an HTML index page nor a list of URLs "
-                f"(first bytes {data[:40]!r}); name it explicitly, e.g. votable:{spec}"
+                f"source {spec}: the answer ({len(data)} bytes read) is neither a VOTable, an HTML index page "
+                f"nor a list of URLs; name it explicitly, e.g. votable:{spec}"
             )
         return parse_vo_spec(f"{kind}:{spec}")
     path = Path(spec.removeprefix("file://")).expanduser()
@@ -84,9 +90,14 @@ def recognise(spec: str, settings: Settings | None = None) -> VOSpec | None:
 # --- plans, archives and the ingestion source ---------------------------------------------------
 
 
+def is_remote(location: str) -> bool:
+    """Whether ``location`` is fetched over HTTP (its bytes are then never quoted in a message)."""
+    return location.startswith(("http://", "https://"))
+
+
 def read_location(location: str, settings: Settings, http: Any) -> bytes:
     """The bytes of a VOTable or URL list at ``location`` (URL, store:KEY, s3://bucket/key, path)."""
-    if location.startswith(("http://", "https://")):
+    if is_remote(location):
         return http.get_bytes(location)
     if location.startswith("store:"):
         key = location.removeprefix("store:").lstrip("/")
@@ -123,6 +134,7 @@ def load_plan(archive: ObjectStore, spec: VOSpec, settings: Settings) -> "Plan":
     """
     from oraculum.vo.datalink import load_descriptor
     from oraculum.vo.plan import Plan
+    from oraculum.vo.policy import OutboundPolicy
     from oraculum.vo.transport import FetchError, HttpClient
 
     state = spec.state_prefix
@@ -138,7 +150,7 @@ def load_plan(archive: ObjectStore, spec: VOSpec, settings: Settings) -> "Plan":
             descriptor = load_descriptor(archive.get_bytes(f"{state}/datalink.xml"), bound["ref"], bound["column"],
                                          f"{archive.url}/{state}/datalink.xml")
         return Plan.loads(data, descriptor)
-    with HttpClient(spec.options().policy(), spec.concurrency) as http:
+    with HttpClient(spec.options().policy(), spec.concurrency, outbound=OutboundPolicy.from_settings(settings)) as http:
         try:
             plan = _make_plan(archive, spec, settings, http)
         except FetchError as error:
@@ -158,13 +170,14 @@ def _make_plan(archive: ObjectStore, spec: VOSpec, settings: Settings, http: Any
     state = spec.state_prefix
     if spec.kind == "votable":
         document = read_location(spec.location, settings, http)
-        plan = plan_votable(document, spec.location, spec.datalink)  # type: ignore[arg-type]
+        plan = plan_votable(document, spec.location, spec.datalink, remote=is_remote(spec.location))  # type: ignore[arg-type]
         archive.put_bytes(f"{state}/source.vot", document)
         if plan.descriptor is not None:
             archive.put_bytes(f"{state}/datalink.xml", descriptor_document(plan.descriptor))
     elif spec.kind == "urls":
         document = read_location(spec.location, settings, http)
-        plan = plan_urls(parse_url_list(document.decode("utf-8", errors="replace"), spec.location))
+        plan = plan_urls(parse_url_list(document.decode("utf-8", errors="replace"), spec.location,
+                                        remote=is_remote(spec.location)))
         archive.put_bytes(f"{state}/source.txt", document)
     else:
         crawl = crawl_index(http, spec.location, spec.globs or DEFAULT_PATTERNS)
@@ -220,6 +233,7 @@ class VOArchive:
         """Fetch the plan items of ``ranges`` (contiguous [start, stop) slices); one report
         (``report-<first>-<stop>.jsonl``) covers them all."""
         from oraculum.vo.fetch import fetch_items
+        from oraculum.vo.policy import OutboundPolicy
 
         plan = self.plan()
         items = [item for start, stop in ranges for item in plan.items[start:stop]]
@@ -227,7 +241,8 @@ class VOArchive:
         stop = max((stop for _, stop in ranges), default=0)
         state = self.spec.state_prefix
         report = fetch_items(self.files(), items, f"{state}/report-{first:09d}-{stop:09d}.jsonl", self.spec.options(),
-                             state_prefix=state, descriptor=plan.descriptor, progress=progress, http=http)
+                             state_prefix=state, descriptor=plan.descriptor, progress=progress, http=http,
+                             outbound=OutboundPolicy.from_settings(self.settings))
         if first == 0:
             report.problems = list(plan.problems)
         folder = self.spec.cutout_folder if self.files() is not self.base else None
@@ -241,6 +256,47 @@ def fetch_source(spec: VOSpec, settings: Settings, *, prefix: str | None = None,
     archive = VOArchive(spec, settings, prefix)
     total = len(archive.plan().items)
     return archive.fetch([shard_bounds(total, *shard) if shard else (0, total)], progress)
+
+
+#: Bytes of a gzip-compressed file decompressed to see whether it holds FITS.
+_SNIFF_BYTES = 64
+
+
+def _starts_as_fits(data: bytes) -> bool:
+    from oraculum.spectra.readers.compression import is_gzip
+
+    head = data[:_SNIFF_BYTES]
+    if is_gzip(data):
+        try:
+            head = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(data[:65536], _SNIFF_BYTES)
+        except zlib.error:
+            return False
+    return head.startswith(b"SIMPLE  =")
+
+
+def screen_fetched(data: bytes, key: str) -> None:
+    """Reject a fetched file that is not FITS and that the readers cannot read either, with a
+    message that does not quote it.
+
+    The readers' messages about a file that is not FITS quote its start (its first line, when it
+    is text), and those messages reach the rejected list that every viewer reads. A fetched file
+    came from a server the viewers may not reach themselves (see :mod:`oraculum.vo.policy`), so
+    its content stays out: here it is read once ahead of ingestion (a FITS file is not: its
+    signature is enough), and a rejection is raised again with the reader's reason and a message
+    of its own. The reader's message goes to the log.
+    """
+    if _starts_as_fits(data):
+        return
+    from oraculum.spectra.readers import read_spectrum
+
+    try:
+        read_spectrum(data, key)
+    except SpectrumRejected as rejection:
+        log.info("fetched %s rejected: %s", key, rejection.message)
+        raise SpectrumRejected(rejection.reason, (
+            f"{key}: the fetched file ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}) is not "
+            "FITS, gzip-compressed FITS or a CSV/TSV table with wavelength and flux columns that oraculum "
+            "can read; its content is not quoted here (fetched files never are)")) from None
 
 
 class FetchedArchive(ObjectStore):
@@ -275,9 +331,11 @@ class FetchedArchive(ObjectStore):
 
     def get_bytes(self, key: str) -> bytes:
         try:
-            return self.vo.files().get_bytes(key)
+            data = self.vo.files().get_bytes(key)
         except KeyNotFound:
             raise self._why(key) from None
+        screen_fetched(data, key)
+        return data
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.vo.files().put_bytes(key, data)

@@ -8,30 +8,42 @@ because asking again cannot change "not found" or "forbidden". 408 and 429 are t
 answers that mean "later", so they are retried too.
 
 A failure is a :class:`FetchError` carrying the URL, the HTTP status (if there was one), a reason
-a person can act on, and how many attempts were made: the fetch report is built from these.
+a person can act on, and how many attempts were made: the fetch report is built from these. A
+reason never quotes the answer (not even the server's reason phrase): reports and rejected-file
+lists are readable by every viewer, and a fetch may have reached a server they cannot.
+
+Every request obeys the outbound fetch policy (:mod:`oraculum.vo.policy`): only http(s); the
+connection is opened by :class:`PolicyBackend` to an address the policy checked (the host's DNS
+answer resolved once, checked, and that address connected to); redirects are followed here, hop
+by hop, each one checked again; a file is cut off at the policy's size cap. A refusal is final
+(never retried).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 
 from oraculum import __version__
+from oraculum.vo.policy import OutboundPolicy, PolicyViolation
+
+log = logging.getLogger(__name__)
 
 #: 4xx statuses that are worth asking again (request timeout, too many requests).
 RETRYABLE_4XX = frozenset({408, 429})
-#: Largest single file accepted (bytes): a spectrum is at most a few MB; this stops a runaway.
-MAX_DOWNLOAD_BYTES = 2 * 1024**3
 
 Params = Mapping[str, str | Sequence[str]] | None
 
@@ -96,29 +108,79 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _status_problem(response: httpx.Response) -> _Retryable | FetchError | None:
-    """None for a success; a retryable problem for 5xx/408/429; a final error for other 4xx."""
+def _status_problem(response: httpx.Response, url: str) -> _Retryable | FetchError | None:
+    """None for a success; a retryable problem for 5xx/408/429; a final error for other 4xx (for
+    ``url``, the URL asked for, not where redirects led). The reason has the standard phrase of
+    the status, not the one the server sent."""
     status = response.status_code
     if status < 400:
         return None
-    reason = f"HTTP {status} {response.reason_phrase}".rstrip()
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    reason = f"HTTP {status} {phrase}".rstrip()
     if status >= 500 or status in RETRYABLE_4XX:
         return _Retryable(reason, status, _retry_after(response))
-    return FetchError(str(response.url), reason, status)
+    return FetchError(url, reason, status)
+
+
+class PolicyBackend(httpcore.SyncBackend):
+    """Opens every connection to an address the outbound policy checked: the host is resolved
+    once, every address of the answer is checked, and the socket connects to those addresses
+    (TLS still verifies the certificate against the host name)."""
+
+    def __init__(self, outbound: OutboundPolicy) -> None:
+        self.outbound = outbound
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        failure: Exception | None = None
+        for _, address in self.outbound.addresses(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        assert failure is not None
+        raise failure
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        raise PolicyViolation("Unix sockets are not fetched from")
+
+
+class PolicyTransport(httpx.HTTPTransport):
+    """httpx's transport with its connection pool on :class:`PolicyBackend`. Giving a client a
+    transport also turns off the proxies of the environment, whose DNS the policy cannot check."""
+
+    def __init__(self, outbound: OutboundPolicy, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):  # an httpx that changed inside
+            raise RuntimeError("httpx.HTTPTransport has no connection pool to put the fetch policy on")
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PolicyBackend(outbound),
+        )
 
 
 class HttpClient:
-    """A thread-safe HTTP client with the retry policy; ``concurrency`` bounds open connections."""
+    """A thread-safe HTTP client with the retry policy and the outbound fetch policy (``outbound``,
+    by default the one of the environment's settings); ``concurrency`` bounds open connections."""
 
     def __init__(self, policy: RetryPolicy | None = None, concurrency: int = 8,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, *, outbound: OutboundPolicy | None = None) -> None:
         self.policy = policy or RetryPolicy()
+        self.outbound = outbound or OutboundPolicy.from_settings()
         self._sleep = sleep
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.policy.timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            follow_redirects=True,
-            headers={"User-Agent": f"oraculum/{__version__} (spectra fetch)"},
+            transport=PolicyTransport(self.outbound, limits),
+            follow_redirects=False,  # followed by _open, every hop checked
+            headers={"User-Agent": f"oraculum/{__version__} (spectra fetch)", "Accept-Encoding": "identity"},
         )
         self._requests = 0
         self._lock = threading.Lock()
@@ -151,12 +213,21 @@ class HttpClient:
             except _Retryable as problem:
                 last = problem
                 continue
+            except PolicyViolation as refused:
+                raise FetchError(url, refused.reason, attempts=attempt + 1) from None
             except httpx.TimeoutException as error:
                 last = _Retryable(f"timed out ({type(error).__name__})")
                 continue
-            except httpx.TransportError as error:  # refused, reset, DNS, peer closed early
+            except httpx.ConnectError as error:  # refused, unreachable: the system's words, not the peer's
                 last = _Retryable(f"connection failed ({type(error).__name__}: {error})")
                 continue
+            except httpx.TransportError as error:  # reset, peer closed early, a malformed answer
+                log.info("%s: %s: %s", url, type(error).__name__, error)  # the details (may quote the answer)
+                last = _Retryable(f"connection failed ({type(error).__name__})")
+                continue
+            except httpx.DecodingError:
+                raise FetchError(url, "the answer's content encoding could not be decoded",
+                                 attempts=attempt + 1) from None
             except httpx.InvalidURL as error:
                 raise FetchError(url, f"invalid URL: {error}") from None
             except FetchError as error:
@@ -168,40 +239,49 @@ class HttpClient:
         assert last is not None
         raise FetchError(url, last.reason, last.status, self.policy.retries + 1)
 
-    def get_bytes(self, url: str, params: Params = None, *, data: Params = None, limit: int = 512 * 1024**2) -> bytes:
-        """The body of a small document (VOTable, index page, DataLink answer); POST when ``data``."""
-        def once() -> bytes:
-            request = self._client.build_request("POST" if data is not None else "GET", url, params=params, data=data)
+    def _open(self, method: str, url: str, params: Params = None, data: Params = None) -> tuple[httpx.Response, str]:
+        """The streaming response to ``method url`` after following its redirects (at most the
+        policy's ``max_redirects``), every hop checked by the policy first, and the URL first
+        asked for (with its query); the caller closes the response."""
+        request = self._client.build_request(method, url, params=params, data=data)
+        asked = str(request.url)
+        for _ in range(self.outbound.max_redirects + 1):
+            self.outbound.check_url(str(request.url))
             response = self._client.send(request, stream=True)
-            try:
-                problem = _status_problem(response)
-                if problem is not None:
-                    raise problem
-                body = b"".join(_bounded(response, url, limit))
-                _check_length(response)
-                return body
-            finally:
-                response.close()
+            following = response.next_request  # set by httpx for a redirect with a Location
+            if following is None:
+                return response, asked
+            response.close()
+            request = following
+        raise FetchError(url, f"more than {self.outbound.max_redirects} redirects")
 
-        return self._attempts(url, once)
+    def _body(self, url: str, method: str, params: Params, data: Params, size: int | None) -> bytes:
+        """The answer's body, at most ``size`` bytes of it when given (else all, within the cap)."""
+        response, _ = self._open(method, url, params, data)
+        try:
+            problem = _status_problem(response, url)
+            if problem is not None:
+                raise problem
+            body = bytearray()
+            for chunk in _bounded(response, url, self.outbound.max_bytes):
+                body += chunk
+                if size is not None and len(body) >= size:
+                    return bytes(body[:size])
+            _check_length(response)
+            return bytes(body)
+        finally:
+            response.close()
+
+    def get_bytes(self, url: str, params: Params = None, *, data: Params = None) -> bytes:
+        """The body of a small document (VOTable, index page, DataLink answer); POST when ``data``."""
+        method = "POST" if data is not None else "GET"
+        return self._attempts(url, lambda: self._body(url, method, params, data, None))
 
     def get_head(self, url: str, size: int) -> bytes:
         """The first ``size`` bytes of ``url`` (fewer if the body is shorter): enough to see what a
         document is without transferring all of it (an SSAP answer or an index page may be large,
         and it is read in full once more when its plan is made)."""
-        def once() -> bytes:
-            with self._client.stream("GET", url) as response:
-                problem = _status_problem(response)
-                if problem is not None:
-                    raise problem
-                head = bytearray()
-                for chunk in response.iter_bytes(min(size, 1 << 16)):
-                    head += chunk
-                    if len(head) >= size:
-                        break
-                return bytes(head[:size])
-
-        return self._attempts(url, once)
+        return self._attempts(url, lambda: self._body(url, "GET", None, None, size))
 
     def download(self, url: str, params: Params = None, *, directory: str | None = None) -> Download:
         """Stream ``url`` into a temporary file, hashing as it goes; the caller deletes the file.
@@ -210,8 +290,9 @@ class HttpClient:
         complete but corrupt is the readers' business (they reject it with a reason).
         """
         def once() -> Download:
-            with self._client.stream("GET", url, params=params) as response:
-                problem = _status_problem(response)
+            response, asked = self._open("GET", url, params)
+            try:
+                problem = _status_problem(response, url)
                 if problem is not None:
                     raise problem
                 digest = hashlib.sha256()
@@ -219,7 +300,7 @@ class HttpClient:
                 size = 0
                 try:
                     with os.fdopen(fd, "wb") as handle:
-                        for chunk in _bounded(response, url, MAX_DOWNLOAD_BYTES):
+                        for chunk in _bounded(response, url, self.outbound.max_bytes):
                             handle.write(chunk)
                             digest.update(chunk)
                             size += len(chunk)
@@ -227,17 +308,30 @@ class HttpClient:
                 except BaseException:
                     Path(name).unlink(missing_ok=True)
                     raise
-                return Download(str(response.url), Path(name), digest.hexdigest(), size,
+                return Download(asked, Path(name), digest.hexdigest(), size,
                                 response.headers.get("content-type", ""), 1)
+            finally:
+                response.close()
 
         return self._attempts(url, once)
 
 
 def _bounded(response: httpx.Response, url: str, limit: int) -> Iterator[bytes]:
+    """The body in chunks; :class:`FetchError` as soon as it (as sent, or as decoded) passes ``limit``
+    bytes, or when its ``Content-Length`` says it will."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise FetchError(url, _too_large(limit), response.status_code)
+    received = 0
     for chunk in response.iter_bytes(1 << 16):
-        if response.num_bytes_downloaded > limit:
-            raise FetchError(url, f"larger than {limit} bytes; refusing to download it", response.status_code)
+        received += len(chunk)
+        if received > limit or response.num_bytes_downloaded > limit:
+            raise FetchError(url, _too_large(limit), response.status_code)
         yield chunk
+
+
+def _too_large(limit: int) -> str:
+    return f"larger than {limit} bytes (the size cap ORACULUM_FETCH_MAX_BYTES); not downloaded"
 
 
 def _check_length(response: httpx.Response) -> None:

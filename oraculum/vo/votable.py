@@ -70,29 +70,35 @@ class _Results(DatalinkResultsMixin, DALResults):
     """pyvo's view of any DAL result table: status, results table, service descriptors."""
 
 
-def parse_votable(data: bytes, origin: str) -> VOTableFile:
-    """The parsed VOTable; :class:`VOTableError` naming ``origin`` when it is not one."""
+def parse_votable(data: bytes, origin: str, *, remote: bool = False) -> VOTableFile:
+    """The parsed VOTable; :class:`VOTableError` naming ``origin`` when it is not one. The message
+    never quotes the document; for a ``remote`` one (an answer fetched from a server) it does not
+    repeat the parser's words either, which may (see :mod:`oraculum.vo.policy`)."""
     head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head.startswith(b"<"):
-        raise VOTableError(f"{origin}: not XML (first bytes {data[:40]!r}); expected a VOTable")
+        raise VOTableError(f"{origin}: not XML ({len(data)} bytes that do not start with '<'); expected a VOTable")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # astropy warns about every small deviation from the standard
             return parse(io.BytesIO(data), verify="ignore")
     except Exception as error:  # noqa: BLE001 - astropy raises many types for bad XML
-        raise VOTableError(f"{origin}: not a readable VOTable ({type(error).__name__}: {error})") from None
+        detail = type(error).__name__ if remote else f"{type(error).__name__}: {error}"
+        raise VOTableError(f"{origin}: not a readable VOTable ({detail})") from None
 
 
-def results(votable: VOTableFile, origin: str) -> _Results:
-    """The table's results through pyvo: a service's error status becomes :class:`VOTableError`."""
+def results(votable: VOTableFile, origin: str, *, remote: bool = False) -> _Results:
+    """The table's results through pyvo: a service's error status becomes :class:`VOTableError`
+    (with the service's message only when the table is not ``remote``: see :func:`parse_votable`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return _Results(votable, url=origin)
     except DALQueryError as error:
-        raise VOTableError(f"{origin}: the service reported an error: {error.reason}") from None
+        said = "its message is not repeated here; open the URL to read it" if remote else error.reason
+        raise VOTableError(f"{origin}: the service reported an error: {said}") from None
     except DALFormatError as error:
-        raise VOTableError(f"{origin}: no results table in the VOTable ({error.reason})") from None
+        said = "no results RESOURCE" if remote else error.reason
+        raise VOTableError(f"{origin}: no results table in the VOTable ({said})") from None
 
 
 def _matches_ucd(field: Field, rule: ColumnRule) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -23,6 +24,7 @@ from tests.support.api_fixtures import NAMES, ROOT, TOKENS, ApiProcess
 from tests.support.api_world import DATASET, EXPERIMENT, manifest, ppj_manifest, upload
 from tests.support.client_harness import client, local_env, running_api, s3_env, s3_settings_for
 from oraculum.client.rest import BatchData, Client, ClientError
+from oraculum.client.manifests import spec_differences
 from oraculum.spectra.datasets import Dataset
 from oraculum.learning.experiments import iteration_key
 from oraculum.learning.labels import current_labels, read_events
@@ -226,6 +228,83 @@ def test_create_suspend_resume_delete(served: tuple[ApiProcess, LocalStore], tmp
         assert twice.value.status == 409
         with pytest.raises(ValueError, match="exactly one manifest"):
             admin.create(yaml.safe_dump(manifest("a")) + "---\n" + yaml.safe_dump(manifest("b")))
+
+
+def test_apply_creates_or_keeps_and_names_what_differs(served: tuple[ApiProcess, LocalStore]) -> None:
+    api, _ = served
+    with client(api) as admin:
+        outcome, created = admin.apply(manifest("applied"))
+        assert outcome == "created" and created.name == "applied" and created.kind == "ActiveLearningExperiment"
+        again, kept = admin.apply(yaml.safe_dump(manifest("applied")))  # a notebook run twice
+        assert again == "unchanged" and kept.name == "applied" and kept.spec == created.spec
+        with pytest.raises(ClientError) as changed:
+            admin.apply(manifest("applied", stopping={"maxIterations": 9}))
+        assert changed.value.status == 409 and changed.value.detail["differences"] == ["spec.stopping.maxIterations: 5 -> 9"]
+        assert "spec.stopping.maxIterations: 5 -> 9" in str(changed.value)
+        assert spec_differences(manifest("applied"), kept.spec) == []
+        got = admin.resource("applied", kind="ActiveLearningExperiment")
+        assert got.name == "applied" and got.progress == [] and not got.final
+        assert admin.resource(EXPERIMENT).iteration == 1
+        assert admin.candidates_url(EXPERIMENT, 1, "vot") == f"{api.url}/api/v1/experiments/{EXPERIMENT}/iterations/1/candidates.vot"
+        assert admin.candidates_url(EXPERIMENT).endswith("/iterations/1/candidates.csv")
+        admin.delete("applied")
+
+
+def test_label_batch_labels_item_by_item_then_submits(world: Path, tmp_path: Path) -> None:  # noqa: F811
+    shutil.copytree(world, tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
+    env = local_env(tmp_path / "store", ORACULUM_CACHE_DIR=str(tmp_path / "cache"))
+    with running_api(env, tmp_path / "api.log") as api, client(api, "oracle") as oracle:
+        batch = oracle.batch(EXPERIMENT, flux=False)
+        first, second = batch.classes[:2]
+        some = oracle.label_batch(EXPERIMENT, {int(batch.indices[0]): first}, submit=False)
+        assert (some.written, some.kept, some.submitted, some.finished) == ({first: 1}, 0, False, True)
+        stopped = oracle.label_batch(EXPERIMENT, lambda item: second, stop=lambda: True)
+        assert (stopped.count, stopped.kept, stopped.submitted, stopped.finished) == (0, 1, False, False)
+        done = oracle.label_batch(EXPERIMENT, lambda item: second if item["set"] == "oracle" else first)
+        assert done.iteration == 1 and done.kept == 1 and done.count == len(batch) - 1 and done.submitted
+        assert submitted_iteration(store, EXPERIMENT) == 1
+        labels = oracle.labels(EXPERIMENT, iteration=1)
+        assert len(labels) == len(batch) and not labels["bulk"].any()  # one label per spectrum, as the dashboard
+        again = oracle.label_batch(EXPERIMENT, lambda item: "never asked", iteration=1)
+        assert (again.count, again.kept, again.submitted) == (0, len(batch), False)
+
+
+def test_follow_until_final_and_a_label_conflict_tried_again() -> None:
+    """Both against a stand-in API (httpx.MockTransport): phases that change, a 409 that passes."""
+    phases = iter(["Pending", "Training", "Succeeded", "never read"])
+    calls: list[str] = []
+    batch = {"iteration": 2, "dataset": "pool", "classes": [{"name": "a"}, {"name": "b", "target": True}],
+             "progress": {"submitted": False}, "items": [
+                 {"index": 1, "id": "s1", "set": "oracle"}, {"index": 2, "id": "s2", "set": "oracle", "label": {"label": "a"}},
+                 {"index": 3, "id": "s3", "set": "estimation"}]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/v1")
+        calls.append(f"{request.method} {path}")
+        if path == "/experiments/x":
+            return httpx.Response(200, json={"kind": "ActiveLearningExperiment", "name": "x", "phase": next(phases),
+                                             "progress": [{"job": "x-iterate-0", "step": "train"}]})
+        if path == "/experiments/x/iterations/2/batch":
+            return httpx.Response(200, json=batch)
+        if path == "/experiments/x/iterations/2/labels/1" and calls.count(f"PUT {path}") == 1:
+            return httpx.Response(409, json={"detail": "iteration 2 is not the current one"})
+        if request.method == "PUT":
+            return httpx.Response(201, json={"action": "set"})
+        return httpx.Response(202, json={"labelled": 3, "size": 3})
+
+    with Client("http://api.test", token="t", transport=httpx.MockTransport(handle)) as api:
+        pauses: list[float] = []
+        seen = [(r.phase, r.progress[0]["step"]) for r in api.follow("x", poll=0.25, wait=pauses.append)]
+        assert seen == [("Pending", "train"), ("Training", "train"), ("Succeeded", "train")] and pauses == [0.25, 0.25]
+        done = api.label_batch("x", {1: "b", 3: "a"}, iteration=2)
+        assert (done.written, done.kept, done.submitted) == ({"b": 1, "a": 1}, 1, True)
+        assert calls[-4:] == ["PUT /experiments/x/iterations/2/labels/1", "PUT /experiments/x/iterations/2/labels/1",
+                              "PUT /experiments/x/iterations/2/labels/3", "POST /experiments/x/iterations/2/submit"]
+        calls.clear()
+        with pytest.raises(ClientError) as refused:
+            api.label_batch("x", {1: "b"}, iteration=2, retries=0)
+        assert refused.value.status == 409 and "not the current one" in refused.value.message
 
 
 def test_the_example_notebook_is_valid_and_runs(served: tuple[ApiProcess, LocalStore], shared_data: Path,

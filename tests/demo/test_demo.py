@@ -33,7 +33,10 @@ import yaml
 from click.testing import CliRunner
 
 from oraculum.cli.main import main
-from oraculum.demo.manifests import DEMO_MANIFESTS, load_plan, spec_differences
+from oraculum.client.manifests import spec_differences
+from oraculum.client.records import CURVE_COLUMNS, typed_table
+from oraculum.demo.manifests import DEMO_MANIFESTS, load_plan
+from oraculum.demo.performance import performance_rows, performance_table
 from oraculum.demo.processes import ensure_tokens, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,6 +295,23 @@ def test_the_demo_manifests_are_retargeted_not_rewritten(tmp_path: Path) -> None
         "spec.stopping.maxIterations: 3 -> 5"]
     with pytest.raises(ValueError, match="metadata.name"):
         load_plan(experiment="Not A Name")
+
+
+def test_the_performance_table_reads_the_learning_curve_as_the_client_gives_it() -> None:
+    # what Client.metrics makes of the API's points: -1 for a missing count, NaN for a missing number
+    curve = typed_table([
+        {"iteration": 1, "labels_total": 58, "estimate": 0.9, "low": 0.8, "high": 0.95, "predicted_targets": 12,
+         "estimated_targets": 10.8, "estimated_targets_low": 9.6, "estimated_targets_high": 11.4},
+        {"iteration": 0, "labels_total": 40}], CURVE_COLUMNS)
+    history = [{"iteration": 0, "durations": {"iterate": 1.5, "evaluate": 0.25}}, {"iteration": 1}]
+    rows = performance_rows(curve, history, {1: (0.75, 0.5)})
+    assert [(r.iteration, r.labels, r.predicted, r.estimate, r.seconds) for r in rows] == [
+        (0, 40, None, None, 1.75), (1, 58, 12, 0.9, None)]
+    lines = performance_table(rows, 0.95, with_truth=True).splitlines()
+    assert lines[0].split("  ")[0] == "iteration" and "precision [95% interval]" in lines[0]
+    assert re.split(r"\s{2,}", lines[2].strip()) == ["0", "40", "n/a (no model yet)", "n/a", "n/a", "1.8", "n/a", "n/a"]
+    assert re.split(r"\s{2,}", lines[3].strip()) == ["1", "58", "0.900 [0.800, 0.950]", "12", "11 [10, 11]", "n/a",
+                                                     "0.750", "0.500"]
 
 
 def test_demo_manifests_are_built_in_and_the_same_as_the_example() -> None:

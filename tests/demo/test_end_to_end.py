@@ -41,7 +41,7 @@ from oraculum.demo.manifests import DemoPlan, load_plan
 from oraculum.learning.labels import read_label_csv
 from oraculum.learning.oracle import SimulatedOracle
 from oraculum.progress import COLLECTIONS
-from oraculum.control.runner import LocalJobs, _LocalJob
+from oraculum.control.local_jobs import LocalJobs, _LocalJob
 from oraculum.settings import Settings
 from tests.support.operator_harness import NS, cluster
 

@@ -1,4 +1,6 @@
-"""Tests for oraculum.learning.acquisition: scores, streaming top-k, diversity and batch composition."""
+"""Tests for choosing the oracle batch: the uncertainty scores (oraculum.learning.uncertainty), keyed
+keys, index sets and streaming top-k (oraculum.learning.reservoirs), diversity and batch composition
+(oraculum.learning.acquisition)."""
 
 from __future__ import annotations
 
@@ -9,22 +11,9 @@ from collections.abc import Collection
 import numpy as np
 import pytest
 
-from oraculum.learning.acquisition import (
-    BatchSelector,
-    IndexSet,
-    Strategy,
-    TopK,
-    bald,
-    compose_batch,
-    diverse_select,
-    entropy,
-    least_confidence,
-    margin,
-    random,
-    score,
-    split_batch,
-    uniform_keys,
-)
+from oraculum.learning.acquisition import BatchSelector, compose_batch, diverse_select, split_batch
+from oraculum.learning.reservoirs import IndexSet, TopK, uniform_keys
+from oraculum.learning.uncertainty import Strategy, bald, entropy, least_confidence, margin, random, score
 
 # ---------------------------------------------------------------------------------- scores
 

@@ -1,4 +1,5 @@
-"""Tests for oraculum.learning.estimation: binomial intervals, estimation samples and metrics."""
+"""Tests for performance estimation: binomial intervals (oraculum.learning.intervals), estimation
+samples (oraculum.learning.estimation_sample) and metrics (oraculum.learning.metrics)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from oraculum.learning.estimation import (
-    EstimationSampler,
-    IntervalMethod,
-    Metrics,
-    StratifiedEstimate,
-    binomial_interval,
-    draw_estimation_sample,
-    estimate_metrics,
-)
+from oraculum.learning.estimation_sample import EstimationSampler, draw_estimation_sample
+from oraculum.learning.intervals import IntervalMethod, binomial_interval
+from oraculum.learning.metrics import Metrics, StratifiedEstimate, estimate_metrics
 
 # ---------------------------------------------------------------------------------- intervals
 

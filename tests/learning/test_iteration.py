@@ -18,19 +18,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from oraculum.spectra import synth
+from oraculum.spectra.synth.generator import SynthConfig, generate
 from oraculum.cli.main import main
-from oraculum.learning.estimation import EstimationSampler
+from oraculum.learning.batch_maps import batch_map
+from oraculum.learning.candidates import CandidateWriter
+from oraculum.learning.estimation_sample import EstimationSampler, sample_from_dict
+from oraculum.learning.evaluation import evaluate_iteration
 from oraculum.learning.experiments import ExperimentError, iteration_key, list_iterations, read_json
 from oraculum.ingest.pipeline import run_preprocess
-from oraculum.learning.iteration import (
-    CandidateWriter,
-    batch_map,
-    evaluate_iteration,
-    load_labelled_set,
-    run_iteration,
-    sample_from_dict,
-)
+from oraculum.learning.iteration import run_iteration
+from oraculum.learning.labelled_set import load_labelled_set
 from oraculum.learning.labels import LabelEvent, LabelItem, append_event
 from oraculum.spectra.datasets import Dataset
 from oraculum.manifests import ExperimentSpec
@@ -68,7 +65,7 @@ def make_spec(**overrides: Any) -> ExperimentSpec:
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic LAMOST-format archive (FITS files + labels.csv), generated once."""
     root = tmp_path_factory.mktemp("archive")
-    synth.generate(LocalStore(root), "src", synth.SynthConfig(count=POOL_SIZE, seed=11, fractions=FRACTIONS))
+    generate(LocalStore(root), "src", SynthConfig(count=POOL_SIZE, seed=11, fractions=FRACTIONS))
     return root / "src"
 
 

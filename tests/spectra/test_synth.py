@@ -1,4 +1,4 @@
-"""Tests of the synthetic LAMOST-format generator (oraculum.spectra.synth).
+"""Tests of the synthetic LAMOST-format spectra and archives (oraculum.spectra.synth).
 
 One 2000-file run is generated once per module (the slow part, bound by the local store's fsync)
 and shared by the tests that only read it.
@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from oraculum.spectra import synth
+from oraculum.spectra.synth.generator import SynthConfig, SynthSummary, generate
+from oraculum.spectra.synth.lamost_fits import designation, lamost_wavelength_A
+from oraculum.spectra.synth.lines import double_peak_profile
+from oraculum.spectra.synth.star import BAD_KINDS, CLASSES, simulate, spectral_type, synth_spectrum
 from oraculum.store import LocalStore
-from oraculum.spectra.synth import CLASSES, SynthConfig, SynthSummary, generate, simulate, synth_spectrum
 
 HALPHA_A = 6564.61
-WL = synth.lamost_wavelength_A()
+WL = lamost_wavelength_A()
 FILE_SIZE = 2880 * 2 + 2880 * 28  # 2 header blocks + 5 x 3909 float32 padded to 28 blocks
 
 
@@ -78,7 +80,7 @@ def test_files_are_valid_lamost_layout(run: tuple[LocalStore, SynthSummary, Synt
                 assert header["FILENAME"] == row["filename"]
                 assert header["SUBCLASS"] == row["subclass"]
                 assert header["SNRR"] == pytest.approx(float(row["snr"]), abs=0.01)
-                assert header["DESIG"] == synth.designation(header["RA"], header["DEC"])
+                assert header["DESIG"] == designation(header["RA"], header["DEC"])
                 assert header["DESIG"].startswith("LAMOST J")
                 assert "DATE" not in header  # no timestamps: same bytes for the same seed
                 pix = np.arange(3909) + 1 - header["CRPIX1"]
@@ -90,15 +92,15 @@ def test_files_are_valid_lamost_layout(run: tuple[LocalStore, SynthSummary, Synt
 
 def test_designation_follows_lamost() -> None:
     # the real DR7 file spec-58397-EG014118N254444M01_sp03-031.fits
-    assert synth.designation(24.376852, 25.427147) == "LAMOST J013730.44+252537.7"
-    assert synth.designation(0.0, -0.5) == "LAMOST J000000.00-003000.0"
+    assert designation(24.376852, 25.427147) == "LAMOST J013730.44+252537.7"
+    assert designation(0.0, -0.5) == "LAMOST J000000.00-003000.0"
 
 
 def test_subclass_matches_temperature() -> None:
-    assert synth.spectral_type(5770.0) == "G2"
-    assert synth.spectral_type(9700.0) == "A0"
-    assert synth.spectral_type(4450.0) == "K5"
-    assert synth.spectral_type(15700.0) == "B5"
+    assert spectral_type(5770.0) == "G2"
+    assert spectral_type(9700.0) == "A0"
+    assert spectral_type(4450.0) == "K5"
+    assert spectral_type(15700.0) == "B5"
 
 
 def test_same_seed_same_bytes_and_different_seed_differs(tmp_path: Path) -> None:
@@ -137,7 +139,7 @@ def test_bad_files_are_bad(run: tuple[LocalStore, SynthSummary, SynthConfig]) ->
     store, summary, _ = run
     rows = [row for row in _read_csv(store, summary.truth_key) if row["label"] == "bad"]
     kinds = {row["bad_kind"] for row in rows}
-    assert kinds == set(synth.BAD_KINDS)
+    assert kinds == set(BAD_KINDS)
     for row in rows:
         path = store.local_path(f"synth/run/{row['filename']}")
         assert path is not None
@@ -189,7 +191,7 @@ def _maxima_above_continuum(values: np.ndarray) -> int:
 
 
 def test_double_peak_has_two_maxima() -> None:
-    profile = synth.double_peak_profile(WL, HALPHA_A, 8.0, 1.8, 2.0, 0.7, 0.4)
+    profile = double_peak_profile(WL, HALPHA_A, 8.0, 1.8, 2.0, 0.7, 0.4)
     window = np.abs(WL - HALPHA_A) < 15
     assert _maxima_above_continuum(1.0 + profile[window]) == 2
     y = profile[window]

@@ -10,10 +10,17 @@ library's ``http.server``, whose directory listings are real HTML index pages, p
   spectrum: the spectrum is read with oraculum's readers and the pixels inside the band are
   written as a FITS binary table (WAVELENGTH in vacuum Å, FLUX);
 * faults by path: answer a given status a given number of times before serving (503, 503, then
-  200), or cut a transfer short after half its bytes.
+  200), or cut a transfer short after half its bytes;
+* canned answers by path (:meth:`Archive.serve`, :meth:`Archive.redirect`): any status, reason
+  phrase, headers and body, with or without a ``Content-Length`` (for the fetch policy's tests:
+  redirects to refused addresses, oversized or hostile answers).
 
 Every request is logged (method, path, query), so tests can count what a run asked for. VOTables
 are written with astropy, the way TOPCAT or a DaCHS service would write them.
+
+The server listens on 127.0.0.1, a loopback address the outbound fetch policy refuses: tests
+reach it through the admin allow-list, ``ORACULUM_FETCH_ALLOW`` = :data:`LOOPBACK_ALLOW` (set by
+``tests/vo/conftest.py``), never by loosening the policy.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,8 +42,21 @@ from oraculum.spectra.readers import read_spectrum
 from oraculum.vo.votable import votable_bytes
 from oraculum.spectra.wavelength import convert
 
+#: The allow-list entry that admits the test servers (and only them: not 127.0.0.2).
+LOOPBACK_ALLOW = "127.0.0.1/32"
 DATALINK_STANDARD = "ivo://ivoa.net/std/DataLink#links-1.1"
 SODA_STANDARD = "ivo://ivoa.net/std/SODA#sync-1.0"
+
+
+@dataclass(frozen=True)
+class Canned:
+    """A fixed answer: status, reason phrase (None: the standard one), headers, body."""
+
+    status: int
+    phrase: str | None
+    headers: dict[str, str]
+    body: bytes
+    length: bool = True
 
 
 class Archive:
@@ -44,6 +65,7 @@ class Archive:
     def __init__(self, root: Path, ids: str | None = None) -> None:
         self.root = root
         self.faults: dict[str, list[int | str]] = {}
+        self.canned: dict[str, Canned] = {}
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         # DataLink ID -> path below root: with ``ids``, every FITS file is ``<ids><file stem>``
         self.files_by_id: dict[str, str] = {f"{ids}{path.stem}": str(path.relative_to(root))
@@ -76,6 +98,19 @@ class Archive:
                     action = fault.pop(0) if fault else None
                 if isinstance(action, int):
                     self.send_error(action)
+                    return
+                canned = archive.canned.get(path)
+                if canned is not None:
+                    self.send_response(canned.status, canned.phrase)
+                    for name, value in canned.headers.items():
+                        self.send_header(name, value)
+                    if canned.length:
+                        self.send_header("Content-Length", str(len(canned.body)))
+                    else:
+                        self.send_header("Connection", "close")
+                        self.close_connection = True
+                    self.end_headers()
+                    self.wfile.write(canned.body)
                     return
                 route = {"/datalink": archive.datalink, "/soda": archive.soda}.get(path)
                 if route is not None:
@@ -127,6 +162,17 @@ class Archive:
     def fail(self, path: str, *actions: int | str) -> None:
         """Answer ``path`` with these statuses (or 'cut') first, in order, then normally."""
         self.faults[f"/{path.lstrip('/')}"] = list(actions)
+
+    def serve(self, path: str, body: bytes, status: int = 200, *, phrase: str | None = None,
+              headers: dict[str, str] | None = None, length: bool = True) -> str:
+        """Answer ``path`` with this, always; ``length=False`` sends no ``Content-Length`` (the body
+        ends when the connection closes). Returns the path's URL."""
+        self.canned[f"/{path.lstrip('/')}"] = Canned(status, phrase, dict(headers or {}), body, length)
+        return self.url(path)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer ``path`` with a redirect to ``location``; returns the path's URL."""
+        return self.serve(path, b"", status, headers={"Location": location})
 
     def count(self, path: str) -> int:
         return sum(1 for _, p, _ in self.requests if p == f"/{path.lstrip('/')}")

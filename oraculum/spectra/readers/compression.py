@@ -8,15 +8,23 @@ must not exhaust a worker's memory.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 from oraculum.spectra.spectrum import RejectReason, SpectrumRejected
 
 GZIP_MAGIC = b"\x1f\x8b"
 
-#: Largest decompressed size accepted (bytes). A LAMOST medium-resolution file, the biggest
-#: spectrum format we read, is about 2 MB uncompressed; 512 MiB leaves room for anything real.
-MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024
+
+@functools.lru_cache(maxsize=1)
+def default_limit() -> int:
+    """The largest decompressed size accepted, ``ORACULUM_MAX_DECOMPRESSED_BYTES`` (read once per
+    process; 64 MiB by default). A LAMOST medium-resolution file, the biggest spectrum format we
+    read, is about 2 MB uncompressed: the default leaves room for anything real and refuses a gzip
+    bomb before it fills a worker's memory."""
+    from oraculum.settings import get_settings
+
+    return int(get_settings().max_decompressed_bytes)
 
 
 def is_gzip(data: bytes) -> bool:
@@ -24,13 +32,15 @@ def is_gzip(data: bytes) -> bool:
     return data[:2] == GZIP_MAGIC
 
 
-def gunzip(data: bytes, name: str, *, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+def gunzip(data: bytes, name: str, *, limit: int | None = None) -> bytes:
     """Decompress a gzip stream (all members), or raise :class:`SpectrumRejected`.
 
     A stream that ends before its end-of-member marker is ``truncated`` (an interrupted
     download); one that is not valid deflate data is ``unreadable``. Bytes after the last
     member that do not start another member (e.g. zero padding) are ignored, like ``gzip -d``.
+    At most ``limit`` bytes (default :func:`default_limit`) are ever decompressed.
     """
+    limit = default_limit() if limit is None else limit
     chunks: list[bytes] = []
     total = 0
     rest = data
