@@ -37,6 +37,8 @@ from .limits import BodyLimitMiddleware
 from .live import Live, LiveUnavailable, open_live
 from .metrics import Metrics, MetricsMiddleware
 from .ratelimit import parse_rates
+from .server import configure as configure_protocol
+from .server import uvicorn_options
 from .routers import batches, datasets, events, health, labels, resources, results, spectra
 from .routers import uploads as uploads_router
 from .routers import uws as uws_router
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None, *, store: ObjectStore | None = 
     if not len(tokens):
         log.warning("no API tokens configured (ORACULUM_AUTH_FILE, ORACULUM_API_TOKENS): every request will be refused")
     metrics = Metrics()
+    if served:  # this process's uvicorn protocol (a worker process of --workers N builds its app here)
+        configure_protocol(settings)
     rates = parse_rates(settings.api_rate_limits)  # a mistake in them stops the start, naming it
     runner_stop = threading.Event()
 
@@ -237,6 +241,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
             settings = settings.model_copy(update={"api_share_secret": secrets.token_urlsafe(32)})
         os.environ.update(worker_environment(settings))  # flags too, not only what came from the environment
         uvicorn.run("oraculum.api.app:create_served_app", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, proxy_headers=True)
+                    log_level=log_level, proxy_headers=True, **uvicorn_options(settings))
         return
-    uvicorn.run(create_app(settings, served=True), host=host, port=port, log_level=log_level, proxy_headers=True)
+    uvicorn.run(create_app(settings, served=True), host=host, port=port, log_level=log_level, proxy_headers=True,
+                **uvicorn_options(settings))

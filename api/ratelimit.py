@@ -23,8 +23,6 @@ with failure handling of their own, for what is one short script beside the gate
 ones (:mod:`oraculum.api.redis_scripts`) plus a few lines in-process.
 """
 
-from __future__ import annotations
-
 import logging
 import math
 import re
@@ -72,10 +70,14 @@ LIMITED = {429: {"description": "too many requests of this kind from this token:
 
 def limited(kind: str, role: str = "viewer") -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates (as ``role``, the same dependency the route uses, so it
-    runs once) and takes one request from the caller's bucket of ``kind``: 429 when it is empty."""
+    runs once) and takes one request from the caller's bucket of ``kind``: 429 when it is empty.
+    (This module has no ``from __future__ import annotations``: FastAPI reads the annotation of
+    the inner function, which names a local.)"""
     assert kind in KINDS, kind
 
-    async def dependency(request: Request, principal: Annotated[Principal, Depends(ROLE_DEPENDENCIES[role])]) -> Principal:
+    caller = Annotated[Principal, Depends(ROLE_DEPENDENCIES[role])]
+
+    async def dependency(request: Request, principal: caller) -> Principal:  # type: ignore[valid-type]
         rate = request.app.state.rates.get(kind)
         if rate is None:
             return principal

@@ -406,7 +406,7 @@ class Uploads:
     def _finish_abort(self, session: Session) -> int:
         """Delete an aborted session's parts, then its document (unless a new session of the same
         file has replaced it meanwhile)."""
-        deleted = self.store.delete_prefix(session.parts_prefix)
+        deleted = self._drop_parts(session.id, session.parts_prefix)
         with self._locked(session.id):
             current = self._load(self._session_key(session.id))
             if current is not None and current.state == "aborted" and current.nonce == session.nonce:
@@ -448,11 +448,13 @@ class Uploads:
                 orphans.add(folder)
         for folder in orphans:
             upload_id = folder.split("/")[2]
+            if not re.match(ID_PATTERN, upload_id):
+                continue  # not ours
             with self._locked(upload_id):
                 current = self._load(self._session_key(upload_id))
                 if current is not None and current.state != "aborted" and folder.startswith(current.parts_prefix):
                     continue  # declared since the listing
-            done["orphaned"] += self.store.delete_prefix(folder)
+            done["orphaned"] += self._drop_parts(upload_id, folder)
         return done
 
     def in_progress(self, prefix: str | None = None) -> list[Session]:
@@ -481,11 +483,16 @@ class Uploads:
     def _discard(self, session: Session) -> None:
         """Delete the parts that exist (listed, deleted in batches: a rewound session may have
         left some beyond ``received``, and none were sent past it) and the session document."""
-        self.store.delete_prefix(session.parts_prefix)
+        self._drop_parts(session.id, session.parts_prefix)
         self.store.delete(self._session_key(session.id))
+
+    def _drop_parts(self, upload_id: str, prefix: str) -> int:
+        """Delete the parts under ``prefix`` (those that exist, in batches); returns how many."""
+        deleted = self.store.delete_prefix(prefix)
         if isinstance(self.store, LocalStore):  # S3 has no folders; a local store would keep one per file
             with contextlib.suppress(OSError):
-                (self.store.root / "uploads" / "parts" / session.id).rmdir()
+                (self.store.root / "uploads" / "parts" / upload_id).rmdir()
+        return deleted
 
     def _put_in_place(self, session: Session) -> None:
         """Assemble the parts, verify the whole file, write it atomically. On a local store the

@@ -27,8 +27,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 
-from oraculum.store import StoreError
-
 from ..bodies import SafeRoute
 from ..deps import Admin, State, get_state
 from ..models import UploadIn, UploadList, UploadOut
@@ -183,7 +181,7 @@ async def in_background(state: AppState, work: Callable[[], Any], what: str, wai
             log.warning("%s failed (the expiry of uploads will try again): %s", what, done.exception())
 
     future.add_done_callback(report)
-    with contextlib.suppress(asyncio.TimeoutError, StoreError):
+    with contextlib.suppress(Exception):  # a timeout, or a failure ``report`` logs: the answer stands
         await asyncio.wait_for(asyncio.shield(future), wait)
 
 

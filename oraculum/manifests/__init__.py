@@ -21,9 +21,20 @@ Every public name is re-exported here, so ``from oraculum.manifests import Exper
 way the rest of oraculum (and the adapters above it) imports them.
 """
 
-from oraculum.manifests.common import API_VERSION, GROUP, VERSION, ResourcesSpec, SpecModel
+from oraculum.manifests.common import (
+    API_VERSION,
+    GROUP,
+    NAME_MAX_LENGTH,
+    QUANTITY_PATTERN,
+    VERSION,
+    ResourcesSpec,
+    SpecModel,
+    cel_rule,
+    cel_rules,
+)
 from oraculum.manifests.documents import (
     KINDS,
+    METADATA_RULES,
     ActiveLearningExperiment,
     Manifest,
     ManifestError,
@@ -34,6 +45,7 @@ from oraculum.manifests.documents import (
     parse_manifest,
 )
 from oraculum.manifests.experiment import (
+    COMPOSITION_SHARES,
     AcquisitionSpec,
     ClassSpec,
     EstimationSpec,
@@ -68,8 +80,12 @@ from oraculum.manifests.status import (
 
 __all__ = [
     "API_VERSION",
+    "COMPOSITION_SHARES",
     "GROUP",
     "KINDS",
+    "METADATA_RULES",
+    "NAME_MAX_LENGTH",
+    "QUANTITY_PATTERN",
     "VERSION",
     "AcquisitionSpec",
     "ActiveLearningExperiment",
@@ -104,6 +120,8 @@ __all__ = [
     "SyntheticSourceSpec",
     "UrlListSourceSpec",
     "VOTableSourceSpec",
+    "cel_rule",
+    "cel_rules",
     "describe_validation_error",
     "load_manifests",
     "parse_manifest",

@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oraculum.manifests.common import API_VERSION, NAME_PATTERN
+from oraculum.manifests.common import API_VERSION, NAME_MAX_LENGTH, NAME_PATTERN, NAME_TOO_LONG, cel_rule
 from oraculum.manifests.experiment import ExperimentSpec
 from oraculum.manifests.preprocessing_job import PreprocessingJobSpec
 
 __all__ = [
     "KINDS",
+    "METADATA_RULES",
     "ActiveLearningExperiment",
     "Manifest",
     "ManifestError",
@@ -33,12 +34,25 @@ class ManifestError(ValueError):
     """A manifest is invalid; the message names the file, the field and what to do."""
 
 
+#: CEL rules on the whole object (the CRD's root schema, where ``self.metadata.name`` is visible):
+#: the API server allows 253 characters for a custom resource's name, the models 63.
+METADATA_RULES = [cel_rule(f"size(self.metadata.name) <= {NAME_MAX_LENGTH}", NAME_TOO_LONG)]
+
+
 class Metadata(BaseModel):
     """The part of Kubernetes object metadata that oraculum reads."""
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(pattern=NAME_PATTERN)
     namespace: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _short_enough(cls, value: object) -> object:
+        # before the pattern (which also caps the length), for a message that says why
+        if isinstance(value, str) and len(value) > NAME_MAX_LENGTH:
+            raise ValueError(f"{NAME_TOO_LONG}; this one has {len(value)}")
+        return value
 
 
 class PreprocessingJob(BaseModel):

@@ -7,13 +7,14 @@ who answers.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from oraculum.manifests.common import NAME_PATTERN, ResourcesSpec, SpecModel
+from oraculum.manifests.common import NAME_PATTERN, ResourcesSpec, SpecModel, cel_rule, cel_rules
 
 __all__ = [
+    "COMPOSITION_SHARES",
     "AcquisitionSpec",
     "ClassSpec",
     "EstimationSpec",
@@ -31,7 +32,7 @@ class ClassSpec(SpecModel):
 
     name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$", description="Class name.")
     hotkey: str | None = Field(
-        None, pattern=r"^[0-9a-tv-y]$",
+        None, pattern=r"^[0-9a-tv-y]$", max_length=1,
         description="Dashboard key for this class (a digit or letter; u and z are reserved for unsure and undo).",
     )
     target: bool = Field(False, description="Whether this is a class the campaign is looking for (e.g. emission).")
@@ -68,6 +69,22 @@ class ModelSpec(SpecModel):
     seed: int = Field(0, ge=0, description="Seed for weights, data order, sampling: same seed, same iteration.")
 
 
+#: The reasons a spectrum can be in the oracle batch, and what each share of ``composition`` means
+#: (each key's description in the CRD, so ``kubectl explain`` shows it).
+COMPOSITION_SHARES: dict[str, str] = {
+    "uncertainty": "Share of the batch taken from the top of the uncertainty ranking (the strategy).",
+    "diversity": "Share chosen for diversity: k-means over the network's embedding of the next most uncertain "
+    "candidates, the most uncertain member of each cluster.",
+    "random": "Share drawn uniformly at random from the unlabelled pool (keeps the training set from drifting).",
+}
+_SHARES_SUM_TO_ONE = "composition shares must sum to 1"
+#: How far from 1 the shares may sum (floating-point rounding of e.g. 0.7 + 0.2 + 0.1).
+_SHARES_TOLERANCE = 1e-6
+Share = Annotated[float, Field(ge=0, le=1)]
+#: The sum of the shares as CEL (an absent share counts 0).
+_TOTAL = " + ".join(f"(has(self.{key}) ? self.{key} : 0.0)" for key in COMPOSITION_SHARES)
+
+
 class AcquisitionSpec(SpecModel):
     """How the oracle batch is chosen."""
 
@@ -75,10 +92,15 @@ class AcquisitionSpec(SpecModel):
         "entropy", description="Uncertainty measure (entropy is the published method; bald uses MC dropout)."
     )
     batch_size: int = Field(100, ge=1, le=100_000, description="Spectra the oracle labels per iteration.")
-    composition: dict[Literal["uncertainty", "diversity", "random"], float] = Field(
+    composition: dict[Literal["uncertainty", "diversity", "random"], Share] = Field(
         default_factory=lambda: {"uncertainty": 1.0},
-        description="Shares of the batch by reason, summing to 1, e.g. {uncertainty: 0.8, random: 0.2}; "
-        "diversity = k-means over the network's embedding of the top candidates.",
+        description="Shares of the batch by reason, each in [0, 1] and summing to 1, e.g. "
+        "{uncertainty: 0.8, random: 0.2}; diversity = k-means over the network's embedding of the top candidates.",
+        json_schema_extra={
+            "x-key-descriptions": COMPOSITION_SHARES,
+            **cel_rules(cel_rule(f"{_TOTAL} >= {1 - _SHARES_TOLERANCE!r} && {_TOTAL} <= {1 + _SHARES_TOLERANCE!r}",
+                                 _SHARES_SUM_TO_ONE)),
+        },
     )
     mc_samples: int = Field(20, ge=2, le=1000, description="Monte-Carlo dropout passes (strategy bald).")
     initial_batch_size: int | None = Field(
@@ -89,10 +111,8 @@ class AcquisitionSpec(SpecModel):
     @field_validator("composition")
     @classmethod
     def _shares_sum_to_one(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(share < 0 for share in value.values()):
-            raise ValueError("composition shares must not be negative")
-        if abs(sum(value.values()) - 1.0) > 1e-6:
-            raise ValueError(f"composition shares must sum to 1, they sum to {sum(value.values()):g}")
+        if abs(sum(value.values()) - 1.0) > _SHARES_TOLERANCE:
+            raise ValueError(f"{_SHARES_SUM_TO_ONE}, they sum to {sum(value.values()):g}")
         return value
 
 
@@ -129,17 +149,14 @@ class StoppingSpec(SpecModel):
     )
 
 
+_SIMULATED_NEEDS_LABELS = "oracle.labels is required when oracle.type is simulated"
+
+
 class OracleSpec(SpecModel):
     """Who answers: a person in the dashboard, or a label file (backtests, tests)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self.type != 'simulated' || has(self.labels)",
-                 "message": "oracle.labels is required when oracle.type is simulated"}
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel_rule(
+        "self.type != 'simulated' || (has(self.labels) && size(self.labels) > 0)", _SIMULATED_NEEDS_LABELS)))
 
     type: Literal["human", "simulated"] = Field("human", description="human: labels come from the dashboard/API.")
     labels: str | None = Field(
@@ -149,15 +166,29 @@ class OracleSpec(SpecModel):
     @model_validator(mode="after")
     def _simulated_needs_labels(self) -> "OracleSpec":
         if self.type == "simulated" and not self.labels:
-            raise ValueError("oracle.labels is required when oracle.type is simulated")
+            raise ValueError(_SIMULATED_NEEDS_LABELS)
         return self
+
+
+_NAMES_UNIQUE = "class names must be unique"
+_HOTKEYS_UNIQUE = "class hotkeys must be unique"
+_ONE_TARGET = "at least one class must have target: true (what the campaign looks for)"
 
 
 class ExperimentSpec(SpecModel):
     """One active-learning campaign over a pool dataset."""
 
     dataset: str = Field(pattern=NAME_PATTERN, description="The pool: a dataset written by a PreprocessingJob.")
-    classes: list[ClassSpec] = Field(min_length=2, max_length=50, description="Classes the oracle assigns; at least one target.")
+    classes: list[ClassSpec] = Field(
+        min_length=2, max_length=50,
+        description="Classes the oracle assigns: unique names and hotkeys, at least one target.",
+        json_schema_extra=cel_rules(
+            cel_rule("self.all(c, self.exists_one(d, d.name == c.name))", _NAMES_UNIQUE),
+            cel_rule("self.all(c, !has(c.hotkey) || self.exists_one(d, has(d.hotkey) && d.hotkey == c.hotkey))",
+                     _HOTKEYS_UNIQUE),
+            cel_rule("self.exists(c, has(c.target) && c.target)", _ONE_TARGET),
+        ),
+    )
     initial: InitialLabelsSpec | None = Field(None, description="Optional labelled set to start from.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Network and training.")
     acquisition: AcquisitionSpec = Field(default_factory=AcquisitionSpec, description="Oracle batch selection.")
@@ -171,12 +202,12 @@ class ExperimentSpec(SpecModel):
     def _classes_consistent(self) -> "ExperimentSpec":
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
-            raise ValueError(f"class names must be unique, got {names}")
+            raise ValueError(f"{_NAMES_UNIQUE}, got {names}")
         keys = [c.hotkey for c in self.classes if c.hotkey]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"class hotkeys must be unique, got {keys}")
+            raise ValueError(f"{_HOTKEYS_UNIQUE}, got {keys}")
         if not any(c.target for c in self.classes):
-            raise ValueError("at least one class must have target: true (what the campaign looks for)")
+            raise ValueError(_ONE_TARGET)
         return self
 
     @property

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from oraculum.manifests.common import NAME_PATTERN, ResourcesSpec, SpecModel
+from oraculum.manifests.common import NAME_PATTERN, ResourcesSpec, SpecModel, cel_rule, cel_rules
 from oraculum.spectra.preprocessing import Normalisation, PreprocessingParameters, WavelengthGrid
 
 __all__ = [
@@ -65,8 +65,8 @@ class _DocumentSpec(SpecModel):
 
 
 def _url_or_key_rule(name: str) -> ConfigDict:
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "has(self.url) != has(self.key)", "message": f"give exactly one of {name}.url and {name}.key"}]})
+    return ConfigDict(json_schema_extra=cel_rules(
+        cel_rule("has(self.url) != has(self.key)", f"give exactly one of {name}.url and {name}.key")))
 
 
 class VOTableSourceSpec(_DocumentSpec):
@@ -111,20 +111,17 @@ class FetchSpec(SpecModel):
 
 
 _SOURCES = ("url", "synthetic", "votable", "urls", "httpIndex")
+_FETCH_ONLY_DOWNLOADS = "source.fetch applies to votable, urls and httpIndex sources only"
 
 
 class SourceSpec(SpecModel):
     """Where the raw files are: an archive folder or bucket (url), synthetic spectra, or files
     fetched over HTTP first (votable, urls, httpIndex) into archive/vo/ in the store."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in _SOURCES) + " == 1",
-                 "message": "give exactly one of url, synthetic, votable, urls and httpIndex"}
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(
+        cel_rule(" + ".join(f"(has(self.{name}) ? 1 : 0)" for name in _SOURCES) + " == 1",
+                 "give exactly one of url, synthetic, votable, urls and httpIndex"),
+    ))
 
     url: str | None = Field(
         None,
@@ -162,7 +159,7 @@ class SourceSpec(SpecModel):
                 "source.votable, source.urls or source.httpIndex (fetched over HTTP first)"
             )
         if self.fetch is not None and (self.url is not None or self.synthetic is not None):
-            raise ValueError("source.fetch applies to votable, urls and httpIndex sources only")
+            raise ValueError(_FETCH_ONLY_DOWNLOADS)
         return self
 
     def location(self, grid: "GridSpec | None" = None) -> str:
@@ -191,9 +188,8 @@ class SourceSpec(SpecModel):
 class GridSpec(SpecModel):
     """The common wavelength grid (defaults: Škoda et al. 2020)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [{"rule": "self.end > self.start", "message": "grid end must be greater than start"}]}
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(
+        cel_rule("self.end > self.start", "grid end must be greater than start")))
 
     start: float = Field(6519.0, gt=0, description="First grid wavelength in Å.")
     end: float = Field(6732.0, gt=0, description="Last grid wavelength in Å.")
@@ -208,9 +204,13 @@ class GridSpec(SpecModel):
         return self
 
 
-
 class PreprocessingJobSpec(SpecModel):
     """Turn raw archive files into a sharded, gridded dataset."""
+
+    # SourceSpec's validator, as a rule here (reported at .source.fetch): the source keeps its one rule
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel_rule(
+        "!has(self.source.fetch) || !(has(self.source.url) || has(self.source.synthetic))",
+        _FETCH_ONLY_DOWNLOADS, field_path=".source.fetch")))
 
     source: SourceSpec = Field(description="Where the raw files are.")
     grid: GridSpec = Field(default_factory=GridSpec, description="Wavelength grid to resample onto.")

@@ -41,7 +41,9 @@ FORMAT_VERSION = 1
 
 _NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
-#: Metadata columns of every shard: name -> (numpy dtype, value stored when missing).
+#: Metadata columns of every shard: name -> (numpy dtype, value stored when missing). Columns
+#: added later (from ``redshift`` on) are absent from older shards and read as all-missing, so
+#: datasets written before them stay readable.
 META_COLUMNS: dict[str, tuple[Any, Any]] = {
     "ra_deg": (np.float64, np.nan),
     "dec_deg": (np.float64, np.nan),
@@ -54,6 +56,10 @@ META_COLUMNS: dict[str, tuple[Any, Any]] = {
     "object_name": (str, ""),
     "source_key": (str, ""),
     "format": (str, ""),
+    "redshift": (np.float64, np.nan),
+    "objid": (str, ""),
+    "masked_fraction": (np.float32, np.nan),
+    "warnings": (str, ""),
 }
 
 _STRING = h5py.string_dtype("utf-8")
@@ -203,6 +209,10 @@ class ShardBuilder:
             "object_name": meta.object_name,
             "source_key": source_key,
             "format": fmt,
+            "redshift": meta.redshift,
+            "objid": meta.objid,
+            "masked_fraction": meta.masked_fraction,
+            "warnings": "; ".join(meta.warnings) or None,
         }
         for name, (_, missing) in META_COLUMNS.items():
             value = values[name]
@@ -234,8 +244,15 @@ class ShardBuilder:
 
 def _read_meta(handle: h5py.File, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
     meta: dict[str, np.ndarray] = {}
-    for name, (dtype, _) in META_COLUMNS.items():
-        column = handle["meta"][name]
+    group = handle["meta"]
+    count: int | None = None
+    for name, (dtype, missing) in META_COLUMNS.items():
+        if name not in group:  # a shard written before the column existed
+            if count is None:
+                count = len(range(*rows.indices(handle["ids"].shape[0]))) if isinstance(rows, slice) else len(rows)
+            meta[name] = np.full(count, missing, dtype=object if dtype is str else dtype)
+            continue
+        column = group[name]
         if dtype is str:
             meta[name] = column.asstr()[rows]
         else:

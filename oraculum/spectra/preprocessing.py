@@ -4,16 +4,23 @@ The steps, in order, for one spectrum (:func:`preprocess`):
 
 1. express the native wavelengths in the grid's medium (air or vacuum, :mod:`oraculum.spectra.wavelength`);
 2. check that the native spectrum covers the grid (else ``grid-not-covered``);
-3. optionally blur with a Gaussian of ``blur_sigma_px`` *native* pixels, to make a
+3. bad pixels (``Spectrum.mask``, and non-finite flux): the fraction of native pixels inside the
+   grid that are bad is recorded (``SpectrumMeta.masked_fraction``); above
+   ``max_masked_fraction`` the spectrum is rejected (``masked-pixels``; ``non-finite`` when every
+   bad pixel is NaN/inf, ``empty-flux`` when the whole grid is bad pixels of flux 0), else the
+   bad pixels are replaced by linear interpolation between their good neighbours (never stored
+   as flux 0, which min-max normalisation would turn into a deep fake absorption line);
+4. optionally blur with a Gaussian of ``blur_sigma_px`` *native* pixels, to make a
    high-resolution archive look like a low-resolution one (Škoda et al. 2020 blurred Ondřejov
    CCD700 spectra with sigma = 7 px to resemble LAMOST);
-4. resample onto the grid by linear interpolation (``numpy.interp``, as the published method);
-5. quality checks: non-finite values, flat or empty flux;
-6. normalise: per-spectrum min-max to [-1, 1] (the published method), continuum normalisation
+5. resample onto the grid by linear interpolation (``numpy.interp``, as the published method);
+6. quality checks: flat or empty flux;
+7. normalise: per-spectrum min-max to [-1, 1] (the published method), continuum normalisation
    (divide by an iteratively sigma-clipped low-order polynomial), or none.
 
 The defaults reproduce the published setup: 140 points from 6519 to 6732 Å in vacuum, linear
-spacing, min-max to [-1, 1].
+spacing, min-max to [-1, 1]. A spectrum without bad pixels near the grid goes through exactly the
+published computation.
 """
 
 from __future__ import annotations
@@ -97,6 +104,16 @@ class PreprocessingParameters(BaseModel):
     continuum_degree: int = Field(
         2, ge=0, le=10, description="Polynomial degree of the continuum (normalisation=continuum)."
     )
+    max_masked_fraction: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description=(
+            "Reject a spectrum when more than this fraction of its native pixels inside the grid "
+            "are bad (survey mask bits, no inverse variance, non-finite flux); fewer are "
+            "interpolated across."
+        ),
+    )
 
 
 def _reject(reason: RejectReason, message: str) -> SpectrumRejected:
@@ -106,18 +123,22 @@ def _reject(reason: RejectReason, message: str) -> SpectrumRejected:
 def resample(spectrum: Spectrum, params: PreprocessingParameters) -> np.ndarray:
     """The spectrum's flux on ``params.grid`` (float64), before normalisation.
 
-    Raises :class:`SpectrumRejected` when the spectrum does not cover the grid or has
-    non-finite values where the grid needs them.
+    Bad pixels (``spectrum.mask`` and non-finite flux) are interpolated across; their fraction
+    inside the grid is recorded in ``spectrum.meta.masked_fraction``. Raises
+    :class:`SpectrumRejected` when the spectrum does not cover the grid or has more bad pixels
+    there than ``params.max_masked_fraction``.
     """
     grid = params.grid
     wavelength = spectrum.wavelength_A
     if spectrum.medium != grid.medium:
         wavelength = convert(wavelength, spectrum.medium, grid.medium)
     flux = spectrum.flux
-    if wavelength.size < 2 or flux.size != wavelength.size:
+    mask = spectrum.mask
+    if wavelength.size < 2 or flux.size != wavelength.size or (mask is not None and mask.size != flux.size):
         raise _reject(
             RejectReason.EMPTY_FLUX,
-            f"{flux.size} flux values for {wavelength.size} wavelengths",
+            f"{flux.size} flux values for {wavelength.size} wavelengths"
+            + ("" if mask is None or mask.size == flux.size else f" and {mask.size} mask values"),
         )
     lo, hi = wavelength[0], wavelength[-1]
     if not (lo <= grid.start and hi >= grid.end):
@@ -132,18 +153,40 @@ def resample(spectrum: Spectrum, params: PreprocessingParameters) -> np.ndarray:
     last = min(int(np.searchsorted(wavelength, grid.end, side="left")) + margin, wavelength.size)
     window_wl = wavelength[first:last]
     window_flux = np.asarray(flux[first:last], dtype=np.float64)
-    if not np.isfinite(window_flux).all():
-        bad = int((~np.isfinite(window_flux)).sum())
-        raise _reject(
-            RejectReason.NON_FINITE,
-            f"{bad} non-finite flux values within {grid.start:.1f}-{grid.end:.1f} Å",
-        )
+    bad = ~np.isfinite(window_flux)
+    if mask is not None:
+        bad |= mask[first:last]
+    inside = (window_wl >= grid.start) & (window_wl <= grid.end)
+    if not inside.any():  # native pixels coarser than the grid: the ones around it
+        inside[:] = True
+    fraction = float(bad[inside].mean())
+    spectrum.meta.masked_fraction = fraction
+    if bad.any():
+        if fraction > params.max_masked_fraction or int((~bad).sum()) < 2:
+            raise _masked(window_flux[bad & inside], fraction, params)
+        window_flux[bad] = np.interp(window_wl[bad], window_wl[~bad], window_flux[~bad])
     if params.blur_sigma_px:
         # imported here: scipy.ndimage costs ~0.5 s at start-up, paid by every worker process
         from scipy.ndimage import gaussian_filter1d
 
         window_flux = gaussian_filter1d(window_flux, params.blur_sigma_px, mode="nearest")
     return np.interp(grid.wavelengths, window_wl, window_flux)
+
+
+def _masked(values: np.ndarray, fraction: float, params: PreprocessingParameters) -> SpectrumRejected:
+    """The rejection for too many bad pixels inside the grid; ``values``: their flux there."""
+    grid = params.grid
+    where = f"within {grid.start:.1f}-{grid.end:.1f} Å"
+    share = f"{fraction:.0%} of the pixels, max_masked_fraction {params.max_masked_fraction:g}"
+    if not np.isfinite(values).any():
+        return _reject(RejectReason.NON_FINITE, f"{values.size} non-finite flux values {where} ({share})")
+    if fraction == 1.0 and (values == 0).all():
+        return _reject(RejectReason.EMPTY_FLUX, f"flux is zero everywhere on the grid: all pixels {where} are masked")
+    return _reject(
+        RejectReason.MASKED_PIXELS,
+        f"{values.size} bad pixels {where} ({share}): survey mask bits, no inverse variance or "
+        "non-finite flux",
+    )
 
 
 def normalise(flux: np.ndarray, params: PreprocessingParameters) -> np.ndarray:

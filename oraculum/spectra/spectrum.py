@@ -30,6 +30,7 @@ class RejectReason(str, enum.Enum):
     DUPLICATE_ID = "duplicate-id"
     DOWNLOAD_FAILED = "download-failed"  # a fetched source (oraculum.vo): the URL, status and reason
     DUPLICATE_CONTENT = "duplicate-content"  # a fetched file with the same sha256 as another, kept once
+    MASKED_PIXELS = "masked-pixels"  # too many bad pixels inside the grid (PreprocessingParameters.max_masked_fraction)
 
 
 class SpectrumRejected(Exception):
@@ -52,7 +53,13 @@ class SpectrumMeta:
         header_class, subclass: the archive pipeline's classification (CLASS, SUBCLASS).
         snr: signal-to-noise ratio in the band that holds H-alpha (LAMOST SNRR), if given.
         mjd: modified Julian date of the observation.
-        object_name: target name (OBJECT), for archives that give one.
+        object_name: target name (OBJECT, else OBJNAME), for archives that give one.
+        redshift: the archive pipeline's redshift (Z), if given.
+        objid: the archive's photometric object id (SDSS BESTOBJID/OBJID), as text.
+        masked_fraction: fraction of the native pixels inside the grid that are masked; set by
+            preprocessing (:func:`~oraculum.spectra.preprocessing.resample`), ``None`` before.
+        warnings: what the reader had to assume about the file (e.g. a wavelength medium no
+            header keyword states); stored with the spectrum in the dataset.
     """
 
     obsid: int | None = None
@@ -64,6 +71,10 @@ class SpectrumMeta:
     snr: float | None = None
     mjd: float | None = None
     object_name: str | None = None
+    redshift: float | None = None
+    objid: str | None = None
+    masked_fraction: float | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -76,6 +87,10 @@ class Spectrum:
         medium: whether ``wavelength_A`` is in ``"air"`` or ``"vacuum"``.
         format: the reader that produced it (e.g. ``lamost-lrs-image``).
         meta: header metadata.
+        mask: per-pixel bad-pixel mask, ``True`` where the pixel holds no usable flux (the
+            numpy.ma / specutils convention): non-finite flux, and what the survey flags (see
+            :mod:`oraculum.spectra.readers.masks`). ``None`` means only the flux itself can tell
+            (preprocessing then masks non-finite values). Same length as ``flux``.
     """
 
     wavelength_A: np.ndarray
@@ -83,3 +98,4 @@ class Spectrum:
     medium: Medium
     format: str
     meta: SpectrumMeta = field(default_factory=SpectrumMeta)
+    mask: np.ndarray | None = None

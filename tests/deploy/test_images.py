@@ -102,7 +102,7 @@ def test_final_stage_runs_as_the_non_root_user_with_the_cli_as_entrypoint(image:
     (entrypoint,) = [rest for keyword, rest in final if keyword == "ENTRYPOINT"]
     assert entrypoint == '["oraculum"]'
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["oraculum"] == "oraculum.cli.main:main"
+    assert scripts["oraculum"] == "oraculum.cli:main"
     env = " ".join(rest for keyword, rest in final if keyword == "ENV")
     assert "HOME=/tmp" in env, f"{image}: the root filesystem is read-only on the cluster: HOME must be /tmp"
 

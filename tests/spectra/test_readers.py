@@ -7,6 +7,7 @@ absent. Synthetic files are built here with astropy from real ones.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 from pathlib import Path
@@ -54,6 +55,8 @@ def outcome(function, data: bytes, name: str, **kwargs) -> Spectrum | SpectrumRe
 
 
 def preprocessed(spectrum: Spectrum, params: PreprocessingParameters) -> np.ndarray | RejectReason:
+    """The network input, on a copy: preprocessing records the masked fraction in the metadata."""
+    spectrum = dataclasses.replace(spectrum, meta=dataclasses.replace(spectrum.meta))
     try:
         return preprocess(spectrum, params)
     except SpectrumRejected as rejection:
@@ -76,6 +79,9 @@ def assert_identical(fast: Spectrum | SpectrumRejected, reference: Spectrum | Sp
     assert fast.flux.dtype == reference.flux.dtype
     assert fast.flux.dtype.isnative
     assert np.array_equal(fast.flux, reference.flux, equal_nan=True)
+    assert fast.mask is not None and reference.mask is not None
+    assert fast.mask.dtype == reference.mask.dtype == np.bool_
+    assert np.array_equal(fast.mask, reference.mask)
     for params in (DEFAULT, PreprocessingParameters(blur_sigma_px=7)):
         a, b = preprocessed(fast, params), preprocessed(reference, params)
         if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
@@ -741,7 +747,8 @@ def test_fast_path_scans_every_keyword_the_shared_code_asks_for() -> None:
     """The fast path hands the shared WCS/medium/metadata code a dict of pre-scanned cards; a
     keyword that code asks for but the scan skipped would silently read as missing."""
     from oraculum.spectra.readers import lamost
-    from oraculum.spectra.readers.metadata import meta_from_header
+    from oraculum.spectra.readers.loglinear import NeedRow, log_linear_solution
+    from oraculum.spectra.readers.metadata import is_sdss_telescope, meta_from_header
 
     asked: set[str] = set()
 
@@ -749,12 +756,14 @@ def test_fast_path_scans_every_keyword_the_shared_code_asks_for() -> None:
         asked.add(keyword)
         return {"CRVAL1": 3.5682}.get(keyword)  # force every fallback keyword to be asked
 
-    with pytest.raises(SpectrumRejected):
-        lamost.lrs_wcs(get, "")
+    with pytest.raises(NeedRow):
+        log_linear_solution(get, 3909)
     lamost.lamost_medium(get)
+    is_sdss_telescope(get)
     meta_from_header(get)
     assert asked <= {keyword for keyword, _ in lamost._FAST_FIELDS}
-    assert {"CD1_1", "CDELT1", "CRPIX1", "VACUUM", "SNRR", "SN_R", "TMID", "JD"} <= asked
+    assert {"CD1_1", "CDELT1", "CRPIX1", "CTYPE1", "COEFF0", "COEFF1", "VACUUM", "TELESCOP",
+            "SNRR", "SN_R", "TMID", "JD", "OBJNAME", "Z"} <= asked  # fmt: skip
 
 
 def test_bytes_like_input(shared_data: Path) -> None:

@@ -99,15 +99,21 @@ def build_binaries() -> Path:
     if given:
         return Path(given)
     try:
-        result = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+        process = subprocess.Popen([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError as error:
         raise ControlPlaneError(f"cannot run {BUILD_SCRIPT}: {error}") from error
-    if result.returncode != 0:
+    tail: list[str] = []
+    assert process.stderr is not None and process.stdout is not None
+    for line in process.stderr:  # progress of a build, passed through
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        tail = (tail + [line.rstrip()])[-15:]
+    out = process.stdout.read()
+    if process.wait() != 0:
         raise ControlPlaneError(
-            f"{BUILD_SCRIPT.relative_to(REPO)} failed (exit {result.returncode}; its reason is on stderr "
-            f"above). The real-control-plane tests need Go >= 1.26 and the Go module proxy; set "
-            f"{SKIP_ENV}=1 to skip them.")
-    return Path(result.stdout.strip().splitlines()[-1])
+            f"{BUILD_SCRIPT.relative_to(REPO)} failed (exit {process.returncode}). The real-control-plane "
+            f"tests need Go >= 1.26 and the Go module proxy; set {SKIP_ENV}=1 to skip them.\n" + "\n".join(tail))
+    return Path(out.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +185,10 @@ def write_pki(pki: Path, node_name: str) -> None:
         "scheduler": _issue("system:kube-scheduler", (), ca, client=True),
         "node": _issue(f"system:node:{node_name}", ("system:nodes",), ca, client=True),
     }
+    # the aggregation layer's front proxy (its own CA, as kubeadm sets it up)
+    front_proxy_ca = _issue("front-proxy-ca", (), None, ca=True)
+    issued["front-proxy-ca"] = front_proxy_ca
+    issued["front-proxy-client"] = _issue("front-proxy-client", (), front_proxy_ca, client=True)
     for name, (cert, key) in issued.items():
         (pki / f"{name}.crt").write_bytes(_pem_cert(cert))
         (pki / f"{name}.key").write_bytes(_pem_key(key))
@@ -255,6 +265,18 @@ def _terminate(entry: dict[str, Any], timeout: float = 15.0) -> None:
     send(signal.SIGKILL)
     while _alive(entry) and time.monotonic() < deadline + 5:
         time.sleep(0.05)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent dies (Linux prctl PR_SET_PDEATHSIG).
+
+    SIGKILL, not SIGTERM: a kube-apiserver whose etcd went first never finishes shutting down.
+    """
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -441,12 +463,13 @@ def running(directory: Path) -> ControlPlane | None:
 
 
 def start(directory: Path, bin_dir: Path | None = None, *, node_name: str = NODE_NAME, gpus: int = 0,
-          cpu: str = "16", memory: str = "64Gi", timeout: float = 180.0) -> ControlPlane:
+          cpu: str = "16", memory: str = "64Gi", tied: bool = False) -> ControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager and the process kubelet in ``directory``.
 
     Returns once the API server is ready, the controllers run (the default ServiceAccount exists)
     and the node is Ready. On failure everything started is stopped again and ControlPlaneError
-    carries the logs' tails.
+    carries the logs' tails. ``tied``: the processes are killed when the calling process dies
+    (the test session, even if it is killed), instead of outliving it (``make cluster``).
     """
     directory = Path(directory).resolve()
     if running(directory):
@@ -468,7 +491,8 @@ def start(directory: Path, bin_dir: Path | None = None, *, node_name: str = NODE
         log = directory / "logs" / f"{name}.log"
         with open(log, "ab") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=directory, env=env, start_new_session=True)
+                                       cwd=directory, env=env, start_new_session=True,
+                                       preexec_fn=_die_with_parent if tied else None)
         popen.append(process)
         entry = {"pid": process.pid, "start": None, "log": str(log)}
         for _ in range(100):
@@ -535,6 +559,13 @@ def start(directory: Path, bin_dir: Path | None = None, *, node_name: str = NODE
                     f"--service-account-key-file={pki / 'sa.pub'}",
                     f"--service-account-signing-key-file={pki / 'sa.key'}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                    f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                     "--authorization-mode=Node,RBAC",
                     "--enable-admission-plugins=NodeRestriction",
                     "--allow-privileged=true",
@@ -588,9 +619,11 @@ def start(directory: Path, bin_dir: Path | None = None, *, node_name: str = NODE
             if not _alive(kubelet):
                 raise ControlPlaneError(f"the process kubelet exited:\n{_tail(Path(kubelet['log']))}")
             node = cluster.get(f"/api/v1/nodes/{node_name}")
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+            # Ready, and the node lifecycle controller has lifted the not-ready taint
+            return (any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+                    and not node["spec"].get("taints"))
 
-        cluster.wait_for(node_ready, 60, f"node {node_name} Ready")
+        cluster.wait_for(node_ready, 60, f"node {node_name} Ready and untainted")
         _say(f"node {node_name} Ready ({time.monotonic() - began:.1f}s)")
         state["ready"] = True
         save()
@@ -654,11 +687,14 @@ if pytest is not None:
         capture = request.config.pluginmanager.getplugin("capturemanager")
         # the first build takes minutes: let its progress through pytest's capture
         with (capture.global_and_fixture_disabled() if capture else _nothing()):
+            failure = None
             try:
                 bin_dir = build_binaries()
-                cluster = start(tmp_path_factory.mktemp("controlplane"), bin_dir)
+                cluster = start(tmp_path_factory.mktemp("controlplane"), bin_dir, tied=True)
             except ControlPlaneError as error:
-                pytest.fail(str(error), pytrace=False)
+                failure = str(error)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
         try:
             yield cluster
         finally:

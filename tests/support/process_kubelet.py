@@ -54,6 +54,8 @@ What a container sees:
 * ``securityContext`` (runAsUser, ...) is ignored: processes run as the user of the process
   kubelet. Probes are not run (a running container is Ready). Resource limits are not enforced.
   ConfigMap and Secret volumes are not refreshed after the container starts.
+* Container processes are killed when the process kubelet ends (even by SIGKILL), so a dead test
+  session leaves no process behind; on a real node containers outlive a kubelet restart.
 * Each container's stdout and stderr go to
   ``<state-dir>/logs/<namespace>_<pod>_<uid>/<container>.log`` (``kubectl logs`` needs a real
   kubelet's server and does not work).
@@ -66,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import faulthandler
 import json
 import logging
 import os
@@ -414,6 +417,18 @@ def node_fits(pod: dict[str, Any], node: dict[str, Any], used: dict[str, float])
 # Running one pod
 
 
+def _die_with_parent() -> None:
+    """In a container's process before exec: SIGKILL if the process kubelet dies (even by SIGKILL).
+
+    (PR_SET_PDEATHSIG follows the thread that started the process; that thread waits for it.)
+    """
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 class SetupError(Exception):
     """The pod cannot start yet (missing ConfigMap, unsupported volume): reason and message."""
 
@@ -451,7 +466,8 @@ class PodWorker(threading.Thread):
         self.path = f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}"
         self.dir = kubelet.state_dir / "pods" / self.uid
         self.log_dir = kubelet.state_dir / "logs" / f"{self.namespace}_{self.pod_name}_{self.uid}"
-        self.stop_requested = threading.Event()
+        self.stop_requested = threading.Event()  # kill the containers (deleted, deadline, shutdown)
+        self.deleted = threading.Event()  # the pod has a deletionTimestamp: end with the final delete
         self.grace = MAX_GRACE_SECONDS
         self.lock = threading.Lock()
         self.init_runs = [ContainerRun(c) for c in pod["spec"].get("initContainers") or []]
@@ -471,14 +487,15 @@ class PodWorker(threading.Thread):
             images.update({c["name"]: c.get("image", "") for c in self.pod["spec"]["containers"]})
             ready = self.phase == "Running" and all("running" in r.state for r in self.runs)
             ts = now()
+            not_ready = None if ready else "PodCompleted" if self.phase == "Succeeded" else "ContainersNotReady"
+            # a strategic merge patch merges conditions by type: reason None removes an old reason
             conditions = [
                 {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": self.start_time},
-                {"type": "Initialized", "status": "True" if self.initialized else "False",
-                 "lastTransitionTime": ts, **({} if self.initialized else {"reason": "ContainersNotInitialized"})},
+                {"type": "Initialized", "status": "True" if self.initialized else "False", "lastTransitionTime": ts,
+                 "reason": None if self.initialized else "ContainersNotInitialized"},
                 {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": ts,
-                 **({} if ready else {"reason": "PodCompleted" if self.phase == "Succeeded" else "ContainersNotReady"})},
-                {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": ts,
-                 **({} if ready else {"reason": "PodCompleted" if self.phase == "Succeeded" else "ContainersNotReady"})},
+                 "reason": not_ready},
+                {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": ts, "reason": not_ready},
             ]
             status: dict[str, Any] = {
                 "phase": self.phase, "conditions": conditions, "startTime": self.start_time,
@@ -757,7 +774,7 @@ class PodWorker(threading.Thread):
         self.report()
         plans = self._prepare()
         if plans is None:
-            if not self.kubelet.stop.is_set():
+            if self.deleted.is_set() and not self.kubelet.stop.is_set():
                 self._finish_deleted()
             return
         policy = self.pod["spec"].get("restartPolicy", "Always")
@@ -790,7 +807,7 @@ class PodWorker(threading.Thread):
             self.phase = phase
         self.report()
         log.info("pod %s/%s %s", self.namespace, self.pod_name, phase)
-        if self.stop_requested.is_set():
+        if self.deleted.is_set():
             self._finish_deleted()
 
     def _finish_deleted(self) -> None:
@@ -829,7 +846,8 @@ class PodWorker(threading.Thread):
         with open(log_path, "ab") as out:
             try:
                 process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+                                           stderr=subprocess.STDOUT, start_new_session=True,
+                                           preexec_fn=_die_with_parent)
             except OSError as error:
                 out.write(f"process kubelet: cannot start {argv!r}: {error}\n".encode())
                 with self.lock:
@@ -879,6 +897,7 @@ class PodWorker(threading.Thread):
     def request_stop(self, grace: int | None) -> None:
         if grace is not None:
             self.grace = grace
+        self.deleted.set()
         self.stop_requested.set()
 
 
@@ -1002,20 +1021,26 @@ class ProcessKubelet:
             return
         if pod.get("status", {}).get("phase") not in (None, "Pending"):
             return
-        node = self.node
-        if node is None:
+        if self.node is None:
             return
-        with self.lock:
-            used: dict[str, float] = {}
-            for requests in self.bound.values():
-                for k, v in list(requests.items()) + [("pods", 1.0)]:
-                    used[k] = used.get(k, 0.0) + v
-            try:
-                problem = node_fits(pod, node, used)
-            except ValueError as error:
-                problem = f"0/1 nodes are available: {error}"
-            if problem is None:
-                self.bound[meta["uid"]] = pod_requests(pod)
+        for fresh in (False, True):
+            if fresh:  # the node may have changed (taints, labels): look again before refusing
+                try:
+                    self.node = (self.binder_api or self.api).get(f"/api/v1/nodes/{self.node_name}")
+                except Exception as error:  # noqa: BLE001
+                    log.warning("node %s: %s", self.node_name, error)
+            with self.lock:
+                used: dict[str, float] = {}
+                for requests in self.bound.values():
+                    for k, v in list(requests.items()) + [("pods", 1.0)]:
+                        used[k] = used.get(k, 0.0) + v
+                try:
+                    problem = node_fits(pod, self.node, used)
+                except ValueError as error:
+                    problem = f"0/1 nodes are available: {error}"
+                if problem is None:
+                    self.bound[meta["uid"]] = pod_requests(pod)
+                    break
         api = self.binder_api or self.api
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         if problem is None:
@@ -1076,7 +1101,7 @@ class ProcessKubelet:
                 worker.start()
                 return
             worker.pod = pod
-        if meta.get("deletionTimestamp") and not worker.stop_requested.is_set():
+        if meta.get("deletionTimestamp") and not worker.deleted.is_set():
             worker.request_stop(meta.get("deletionGracePeriodSeconds"))
 
     def _delete_now(self, pod: dict[str, Any]) -> None:
@@ -1170,6 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("signal %d: stopping the pods' processes", signum)
         kubelet.stop.set()
 
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: every thread's stack into the log
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
     for attempt in range(60):

@@ -10,10 +10,11 @@ Two entry points with the same contract:
   checks that both return bit-identical spectra for every real sample file.
 
 Formats (detected from content, see :mod:`oraculum.spectra.readers.detect`): ``lamost-lrs-image``,
-``lamost-lrs-table``, ``lamost-mrs``, ``ondrejov-table``, ``fits-image-1d``, ``generic-table``,
-``generic-csv``, each possibly gzip-compressed. Every failure raises
-:class:`~oraculum.spectra.spectrum.SpectrumRejected` with a reason and a message naming what is wrong;
-no other exception escapes.
+``lamost-lrs-table``, ``lamost-mrs``, ``sdss-spec``, ``sdss-spspec``, ``ondrejov-table``,
+``fits-image-1d``, ``generic-table``, ``generic-image``, ``generic-csv``, each possibly
+gzip-compressed. Every spectrum comes with a bad-pixel mask (:mod:`~oraculum.spectra.readers.masks`).
+Every failure raises :class:`~oraculum.spectra.spectrum.SpectrumRejected` with a reason and a
+message naming what is wrong; no other exception escapes.
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
 """Recognising wavelength and flux columns, their units and their medium (air or vacuum).
 
-Shared by the generic FITS-table and CSV readers. Names are matched case-insensitively after
-dropping a unit in brackets (``"Wavelength [nm]"``, ``"flux (erg/s/cm2/A)"``).
+Shared by the generic FITS-table, CSV and 1-D image readers. Names are matched
+case-insensitively after dropping a unit in brackets (``"Wavelength [nm]"``, ``"flux (erg/s/cm2/A)"``).
+
+The medium is taken from what a file states (:func:`stated_medium`); when nothing does, the
+reader's default is used and a warning is recorded with the spectrum (:func:`medium_or_default`),
+never a silent guess: H-alpha is 1.8 Å apart in the two media.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from oraculum.spectra.wavelength import Medium
 
@@ -85,3 +90,49 @@ def medium_from_text(*texts: object) -> Medium | None:
         if _VACUUM.search(lowered):
             return "vacuum"
     return None
+
+
+#: The header cards of IRAF's world-coordinate attribute strings, which may name the medium.
+_WAT_KEYWORDS = ("WAT0_001", "WAT1_001", "WAT2_001")
+
+
+def ctype_medium(ctype: object) -> Medium | None:
+    """The medium a FITS spectral axis type states (WCS paper III): ``WAVE``/``WAVE-LOG``/... are
+    vacuum wavelengths, ``AWAV``/``AWAV-LOG``/... air wavelengths; anything else says nothing
+    (``LINEAR``, IRAF's default, included)."""
+    if not isinstance(ctype, str):
+        return None
+    kind = ctype.strip().upper()[:4]
+    return {"WAVE": "vacuum", "AWAV": "air"}.get(kind)  # type: ignore[return-value]
+
+
+def stated_medium(get: Callable[[str], object], *texts: object, ctypes: tuple[str, ...] = ("CTYPE1",)) -> Medium | None:
+    """The medium a file states, or None: ``texts`` first (a column name or comment such as
+    'Air wavelength', 'wave_vac'), then VACUUM (T/F), AIRORVAC ('air'/'vac'), the axis types
+    ``ctypes`` (WAVE/AWAV) and IRAF's WAT strings. ``get`` reads a header card (None if absent)."""
+    from_texts = medium_from_text(*texts)
+    if from_texts:
+        return from_texts
+    vacuum = get("VACUUM")
+    if vacuum is True:
+        return "vacuum"
+    if vacuum is False:
+        return "air"
+    from_airorvac = medium_from_text(get("AIRORVAC"))
+    if from_airorvac:
+        return from_airorvac
+    for keyword in ctypes:
+        from_ctype = ctype_medium(get(keyword))
+        if from_ctype:
+            return from_ctype
+    return medium_from_text(*(get(keyword) for keyword in _WAT_KEYWORDS))
+
+
+def medium_or_default(stated: Medium | None, default: Medium) -> tuple[Medium, tuple[str, ...]]:
+    """``(stated, ())``, or ``(default, (warning,))`` when the file states no medium."""
+    if stated is not None:
+        return stated, ()
+    return default, (
+        f"wavelength medium not stated (no VACUUM, AIRORVAC, CTYPE1 WAVE/AWAV or WAT keyword, no "
+        f"column name or comment naming air or vacuum); assumed {default}",
+    )

@@ -1,15 +1,19 @@
-"""Generic 1-D spectra: a FITS binary table or a CSV/TSV text table with wavelength and flux.
+"""Generic 1-D spectra: a FITS binary table, a CSV/TSV text table, or a 2-D image of rows or
+columns (wavelength, flux[, error]).
 
 Columns are recognised by name (see :mod:`oraculum.spectra.readers.columns`): wavelength as
 wave/wavelength/lambda/spectral/... (or loglam = log10 Å), flux as flux/flam/...; a unit in the
 column name (``wavelength [nm]``) or in TUNITn converts to Å.
 
-Medium: **vacuum unless the file says air**. A generic file says nothing reliable about its
-origin, and vacuum is the convention of the modern survey archives (SDSS, LAMOST, Gaia, DESI)
-and of the FITS WCS standard for 'WAVE'; air is chosen only when the file states it: a column
-name or TTYPEn comment containing the word 'air' (``wave_air``, ``Air wavelength``), a
-TCTYPn/CTYPE1 of 'AWAV', AIRORVAC = 'air', VACUUM = F, or, in CSV, a ``#`` comment line that
-mentions air wavelengths. The choice matters: H-alpha is 1.8 Å apart in the two media.
+``generic-image``: a 2-D primary image that is neither LAMOST nor SDSS (no log-linear wavelength
+solution) and whose first row (or column) holds wavelengths in Å - finite, strictly monotonic,
+positive - and the second the flux; a third, the error, is not used. Shapes (2-3, N) and (N, 2-3).
+
+Medium: what the file states (:func:`~oraculum.spectra.readers.columns.stated_medium`: a column
+name or TTYPEn comment such as ``wave_air`` or 'Air wavelength', VACUUM, AIRORVAC, TCTYPn/CTYPE1
+WAVE or AWAV, IRAF WAT strings, in CSV a ``#`` comment line), else **vacuum**, the convention of
+the modern survey archives (SDSS, LAMOST, Gaia, DESI), with a warning recorded with the spectrum
+(``SpectrumMeta.warnings``): H-alpha is 1.8 Å apart in the two media.
 """
 
 from __future__ import annotations
@@ -24,17 +28,21 @@ from oraculum.spectra.readers.arrays import make_spectrum
 from oraculum.spectra.readers.columns import (
     find_columns,
     is_log_wavelength,
-    medium_from_text,
+    medium_or_default,
     split_name,
+    stated_medium,
     unit_factor_A,
 )
 from oraculum.spectra.readers.fits_io import check_data_complete, column_array, header_get, hdu_label
-from oraculum.spectra.readers.metadata import first_of, meta_from_header
+from oraculum.spectra.readers.metadata import first_of, meta_from_header, wcs_cards
 from oraculum.spectra.spectrum import RejectReason, SpectrumMeta, Spectrum, SpectrumRejected
 from oraculum.spectra.wavelength import Medium
 
 FORMAT_TABLE = "generic-table"
 FORMAT_CSV = "generic-csv"
+FORMAT_IMAGE = "generic-image"
+#: What a generic file is assumed to be in when it does not say.
+DEFAULT_MEDIUM: Medium = "vacuum"
 
 
 def table_columns(hdu: fits.BinTableHDU) -> tuple[int, int] | None:
@@ -42,20 +50,15 @@ def table_columns(hdu: fits.BinTableHDU) -> tuple[int, int] | None:
     return find_columns(list(hdu.columns.names or []))
 
 
-def _fits_medium(hdus: list, index: int, wave_i: int) -> Medium:
+def _fits_medium(hdus: list, index: int, wave_i: int) -> tuple[Medium, tuple[str, ...]]:
     header = hdus[index].header
     key = f"TTYPE{wave_i + 1}"
     comment = header.comments[key] if key in header else ""
-    from_names = medium_from_text(hdus[index].columns.names[wave_i], comment)
-    if from_names:
-        return from_names
     get = first_of(header_get(header), header_get(hdus[0].header))
-    for ctype in (get(f"TCTYP{wave_i + 1}"), get("CTYPE1")):
-        if isinstance(ctype, str) and ctype.strip().upper().startswith("AWAV"):
-            return "air"
-    if get("VACUUM") is False:
-        return "air"
-    return medium_from_text(get("AIRORVAC")) or "vacuum"
+    stated = stated_medium(
+        get, hdus[index].columns.names[wave_i], comment, ctypes=(f"TCTYP{wave_i + 1}", "CTYPE1")
+    )
+    return medium_or_default(stated, DEFAULT_MEDIUM)
 
 
 def read_generic_table(hdus: list, index: int, total_bytes: int, name: str) -> Spectrum:
@@ -82,14 +85,55 @@ def read_generic_table(hdus: list, index: int, total_bytes: int, name: str) -> S
         wavelength = wavelength * factor
     flux = column_array(hdu, names[flux_i], where)
     get = first_of(header_get(hdu.header), header_get(hdus[0].header))
-    return make_spectrum(
-        wavelength,
-        flux,
-        medium=_fits_medium(hdus, index, wave_i),
-        format=FORMAT_TABLE,
-        meta=meta_from_header(get),
-        where=where,
-    )
+    medium, warnings = _fits_medium(hdus, index, wave_i)
+    meta = meta_from_header(get)
+    meta.warnings = warnings
+    return make_spectrum(wavelength, flux, medium=medium, format=FORMAT_TABLE, meta=meta, where=where)
+
+
+# --- 2-D images of rows or columns --------------------------------------------------------------
+
+
+def _first_wavelengths(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(wavelength, flux) from the rows, else the columns, of a 2-D image whose first row
+    (column) is finite, strictly monotonic and positive; None when neither is."""
+    for layout in (image, image.T):
+        if not 2 <= layout.shape[0] <= 3 or layout.shape[1] < 2:
+            continue
+        wavelength = np.asarray(layout[0], dtype=np.float64)
+        step = np.diff(wavelength)
+        if (
+            np.isfinite(wavelength).all()
+            and (wavelength > 0).all()
+            and ((step > 0).all() or (step < 0).all())
+        ):
+            return wavelength, layout[1]
+    return None
+
+
+def read_image_rows(hdu: fits.PrimaryHDU, total_bytes: int, name: str) -> Spectrum:
+    """``generic-image``: a 2-D primary image of rows or columns (wavelength in Å, flux[, error])
+    with no log-linear wavelength solution; anything else is rejected as an unknown layout."""
+    where = f"{name}: {hdu_label(0, hdu)}"
+    get = header_get(hdu.header)
+    check_data_complete(hdu, 0, total_bytes, name)
+    found = _first_wavelengths(np.asarray(hdu.data))
+    if found is None:
+        crval, step, crpix = wcs_cards(get)
+        shape = (hdu.header.get("NAXIS2"), hdu.header.get("NAXIS1"))
+        raise SpectrumRejected(
+            RejectReason.UNKNOWN_LAYOUT,
+            f"{where}: 2-D image of shape {shape} without a usable log-linear wavelength solution "
+            f"(CRVAL1={crval!r}, CD1_1/CDELT1={step!r}, CRPIX1={crpix!r}, COEFF0={get('COEFF0')!r}, "
+            f"COEFF1={get('COEFF1')!r}) and without a wavelength row or column; expected a "
+            "LAMOST or SDSS spectrum, or a 1-D spectrum stored as 2-3 rows or columns "
+            "(wavelength in Å, flux[, error])",
+        )
+    wavelength, flux = found
+    medium, warnings = medium_or_default(stated_medium(get), DEFAULT_MEDIUM)
+    meta = meta_from_header(get)
+    meta.warnings = warnings
+    return make_spectrum(wavelength, flux, medium=medium, format=FORMAT_IMAGE, meta=meta, where=where)
 
 
 # --- CSV / TSV ---------------------------------------------------------------------------------
@@ -202,7 +246,7 @@ def read_csv(data: bytes, name: str) -> Spectrum:
                 f"{name}: unit {unit!r} of wavelength column {names[wave_i]!r} not understood",
             )
         wavelength = wavelength * factor
-    medium = medium_from_text(names[wave_i], *comments) or "vacuum"
+    medium, warnings = medium_or_default(stated_medium(lambda _: None, names[wave_i], *comments), DEFAULT_MEDIUM)
     return make_spectrum(
-        wavelength, flux, medium=medium, format=FORMAT_CSV, meta=SpectrumMeta(), where=name
+        wavelength, flux, medium=medium, format=FORMAT_CSV, meta=SpectrumMeta(warnings=warnings), where=name
     )

@@ -6,6 +6,9 @@ with columns FLUX, IVAR, LOGLAM (log10 of the vacuum wavelength in Å), ...:
 the co-added spectra; ``B-<lmjm>`` / ``R-<lmjm>`` are single exposures (red ones stored with
 decreasing wavelength).
 
+The bad-pixel mask comes from the arm's IVAR and ANDMASK columns (LAMOST rules, see
+:mod:`~oraculum.spectra.readers.masks`).
+
 A dataset needs one spectrum per file, on its grid, so the reader picks the arm that covers the
 grid: co-added arms first (higher signal-to-noise), then single exposures (the one with the
 highest SNR), so that a file whose co-add is missing is still usable. Without a grid it returns
@@ -20,6 +23,7 @@ from astropy.io import fits
 from oraculum.spectra.preprocessing import WavelengthGrid
 from oraculum.spectra.readers.arrays import make_spectrum
 from oraculum.spectra.readers.fits_io import check_data_complete, column_array, describe, header_get, hdu_label
+from oraculum.spectra.readers.lamost import lamost_table_mask
 from oraculum.spectra.readers.metadata import first_of, meta_from_header
 from oraculum.spectra.spectrum import RejectReason, Spectrum, SpectrumRejected
 
@@ -60,7 +64,7 @@ def _candidates(hdus: list) -> list[int]:
 def read_mrs(hdus: list, total_bytes: int, name: str, grid: WavelengthGrid | None) -> Spectrum:
     """``lamost-mrs``: the arm covering ``grid`` (vacuum range), or COADD_R without a grid."""
     ranges: list[str] = []
-    chosen: tuple[int, np.ndarray, np.ndarray] | None = None
+    chosen: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
     if grid is None:
         indices = [i for i in _candidates(hdus) if hdus[i].name.upper() == _DEFAULT_ARM]
         if not indices:
@@ -92,7 +96,7 @@ def read_mrs(hdus: list, total_bytes: int, name: str, grid: WavelengthGrid | Non
         ranges.append(f"{hdu.name} {low:.1f}-{high:.1f} Å")
         if need is None or (low <= need[0] and high >= need[1]):
             flux = column_array(hdu, columns["FLUX"], where)
-            chosen = (index, wavelength, flux)
+            chosen = (index, wavelength, flux, lamost_table_mask(hdu, columns, flux, where))
             break
     if chosen is None:
         wanted = f"{need[0]:.1f}-{need[1]:.1f} Å (vacuum)" if need else _DEFAULT_ARM
@@ -100,7 +104,7 @@ def read_mrs(hdus: list, total_bytes: int, name: str, grid: WavelengthGrid | Non
             RejectReason.GRID_NOT_COVERED,
             f"{name}: no LAMOST MRS arm covers the grid {wanted}; arms: {'; '.join(ranges)}",
         )
-    index, wavelength, flux = chosen
+    index, wavelength, flux, mask = chosen
     arm = hdus[index]
     get = first_of(header_get(hdus[0].header), header_get(arm.header))
     snr = _snr(arm)
@@ -111,4 +115,5 @@ def read_mrs(hdus: list, total_bytes: int, name: str, grid: WavelengthGrid | Non
         format=FORMAT,
         meta=meta_from_header(get, snr=snr if np.isfinite(snr) else None),
         where=f"{name}: {hdu_label(index, arm)}",
+        mask=mask,
     )

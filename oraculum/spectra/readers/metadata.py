@@ -31,7 +31,12 @@ META_KEYWORDS: tuple[str, ...] = (
     "TMID",
     "JD",
     "OBJECT",
+    "OBJNAME",
+    "Z",
 )
+
+#: The value LAMOST (and others) write for "unknown" into numeric header cards (CRPIX1, Z, ...).
+MISSING_MARKER = -9999
 
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _SEXAGESIMAL = re.compile(
@@ -39,7 +44,22 @@ _SEXAGESIMAL = re.compile(
 )
 
 
-def _number(value: object) -> float | None:
+def is_sdss_telescope(get: HeaderGet) -> bool:
+    """TELESCOP = 'SDSS 2.5-M' (or any SDSS telescope): an SDSS file, whatever its layout."""
+    telescope = get("TELESCOP")
+    return isinstance(telescope, str) and telescope.strip().upper().startswith("SDSS")
+
+
+def is_missing_marker(value: object) -> bool:
+    """Whether a header value is the "missing" marker -9999 (as a number or a string)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value == MISSING_MARKER
+    return isinstance(value, str) and value.strip() in ("-9999", "-9999.0")
+
+
+def as_number(value: object) -> float | None:
     """A header value as a finite float, or None (booleans and non-numbers are not numbers)."""
     if isinstance(value, bool):
         return None
@@ -52,14 +72,14 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _text(value: object) -> str | None:
+def as_text(value: object) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     text = str(value).strip()
     return text or None
 
 
-def _integer(value: object) -> int | None:
+def as_integer(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -78,7 +98,7 @@ def angle_deg(value: object, *, hours: bool) -> float | None:
     ``'21:57:18.2'`` (Ondřejov CCD700 headers) are hours for right ascension (``hours=True``) and
     degrees for declination, following the astronomical convention.
     """
-    number = _number(value)
+    number = as_number(value)
     if number is not None:
         return number
     if not isinstance(value, str):
@@ -113,31 +133,33 @@ def meta_from_header(get: HeaderGet, *, snr: float | None = None) -> SpectrumMet
     ``snr``: LAMOST low-resolution SNRR (DR4+; SN_R in DR1-DR3, the same quantity), else a
     generic SNR keyword; the caller may override it (the MRS reader passes the chosen arm's).
     The observation date is MJD, else MJD-OBS, else TMID (the MJD mid-exposure of the Ondřejov
-    archive's SSAP tables), else JD - 2400000.5.
+    archive's SSAP tables), else JD - 2400000.5. The object name is OBJECT, else OBJNAME; the
+    redshift Z unless it is the missing marker -9999.
     """
     if snr is None:
         for keyword in ("SNRR", "SN_R", "SNR"):
-            snr = _number(get(keyword))
+            snr = as_number(get(keyword))
             if snr is not None:
                 break
-    mjd = _number(get("MJD"))
+    mjd = as_number(get("MJD"))
     if mjd is None:
-        mjd = _number(get("MJD-OBS"))
+        mjd = as_number(get("MJD-OBS"))
     if mjd is None:
-        mjd = _number(get("TMID"))
+        mjd = as_number(get("TMID"))
     if mjd is None:
-        jd = _number(get("JD"))
+        jd = as_number(get("JD"))
         mjd = None if jd is None else jd - 2400000.5
     return SpectrumMeta(
-        obsid=_integer(get("OBSID")),
-        designation=_text(get("DESIG")),
+        obsid=as_integer(get("OBSID")),
+        designation=as_text(get("DESIG")),
         ra_deg=angle_deg(get("RA"), hours=True),
         dec_deg=angle_deg(get("DEC"), hours=False),
-        header_class=_text(get("CLASS")),
-        subclass=_text(get("SUBCLASS")),
+        header_class=as_text(get("CLASS")),
+        subclass=as_text(get("SUBCLASS")),
         snr=snr,
         mjd=mjd,
-        object_name=_text(get("OBJECT")),
+        object_name=as_text(get("OBJECT")) or as_text(get("OBJNAME")),
+        redshift=None if is_missing_marker(get("Z")) else as_number(get("Z")),
     )
 
 

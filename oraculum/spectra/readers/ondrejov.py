@@ -2,13 +2,17 @@
 
 ``ondrejov-table``: an empty primary HDU and a binary table with columns ``spectral``
 (wavelength in Å, **air**, as the column comment says) and ``flux`` (relative flux), one row per
-pixel; the form the Ondřejov archive's SSAP service delivers.
+pixel; the form the Ondřejov archive's SSAP service delivers (other SSAP services use the same
+column names: without a stated medium, a table not from Ondřejov gets air with a warning).
 
 ``fits-image-1d``: a 1-D image (primary, or the first image extension after an empty primary)
 with a linear wavelength WCS (CRVAL1, CDELT1 or CD1_1, CRPIX1 defaulting to 1; IRAF's
-DC-FLAG = 1 marks a log10 axis), the form of the CCD700 reduction pipeline (IRAF). Ondřejov
-wavelengths are in air, so air is assumed unless the header says vacuum (VACUUM = T, or
-AIRORVAC = 'vac').
+DC-FLAG = 1 marks a log10 axis), the form of the CCD700 reduction pipeline (IRAF) and of many
+others. The medium is what the header states (VACUUM, AIRORVAC, CTYPE1 WAVE or AWAV, IRAF's WAT
+strings); when it states nothing, an Ondřejov file (OBSERVAT, TELESCOP or ORIGIN naming
+Ondřejov) is air, the archive's convention, and any other file is assumed air too (IRAF's
+convention, as its arc line lists are) with a warning recorded with the spectrum - Keck/ESI or
+Magellan/MagE reductions, for one, are in vacuum.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 from astropy.io import fits
 
 from oraculum.spectra.readers.arrays import make_spectrum
-from oraculum.spectra.readers.columns import medium_from_text, unit_factor_A
+from oraculum.spectra.readers.columns import medium_or_default, stated_medium, unit_factor_A
 from oraculum.spectra.readers.fits_io import check_data_complete, column_array, header_get, hdu_label
 from oraculum.spectra.readers.metadata import HeaderGet, first_of, meta_from_header, wcs_cards
 from oraculum.spectra.spectrum import RejectReason, Spectrum, SpectrumRejected
@@ -39,12 +43,23 @@ def is_ondrejov_table(hdu: fits.BinTableHDU) -> bool:
     return _column_index(hdu, "spectral") is not None and _column_index(hdu, "flux") is not None
 
 
-def _header_medium(get: HeaderGet) -> Medium | None:
-    if get("VACUUM") is True:
-        return "vacuum"
-    if get("VACUUM") is False:
-        return "air"
-    return medium_from_text(get("AIRORVAC"))
+def _is_ondrejov(get: HeaderGet) -> bool:
+    """A file of the Ondřejov observatory: OBSERVAT, TELESCOP or ORIGIN names it, or its
+    publisher's dataset id is the Ondřejov archive's (``ivo://asu.cas.cz/...``)."""
+    for keyword in ("OBSERVAT", "TELESCOP", "ORIGIN"):
+        value = get(keyword)
+        if isinstance(value, str) and value.strip().upper().replace("Ř", "R").startswith("ONDREJOV"):
+            return True
+    publisher_id = get("DS_IDPUB")
+    return isinstance(publisher_id, str) and publisher_id.startswith("ivo://asu.cas.cz/")
+
+
+def _medium(get: HeaderGet, *texts: str) -> tuple[Medium, tuple[str, ...]]:
+    """What the file states; else air, silently for an Ondřejov file, with a warning otherwise."""
+    stated = stated_medium(get, *texts)
+    if stated is None and _is_ondrejov(get):
+        stated = "air"
+    return medium_or_default(stated, "air")
 
 
 def read_ondrejov_table(hdus: list, index: int, total_bytes: int, name: str) -> Spectrum:
@@ -67,10 +82,10 @@ def read_ondrejov_table(hdus: list, index: int, total_bytes: int, name: str) -> 
     flux = column_array(hdu, columns[flux_i], where)
     get = first_of(header_get(header), header_get(hdus[0].header))
     comment = header.comments[f"TTYPE{wave_i + 1}"] if f"TTYPE{wave_i + 1}" in header else ""
-    medium = medium_from_text(comment) or _header_medium(get) or "air"
-    return make_spectrum(
-        wavelength, flux, medium=medium, format=FORMAT_TABLE, meta=meta_from_header(get), where=where
-    )
+    medium, warnings = _medium(get, comment)
+    meta = meta_from_header(get)
+    meta.warnings = warnings
+    return make_spectrum(wavelength, flux, medium=medium, format=FORMAT_TABLE, meta=meta, where=where)
 
 
 def read_image_1d(hdus: list, index: int, total_bytes: int, name: str) -> Spectrum:
@@ -98,7 +113,7 @@ def read_image_1d(hdus: list, index: int, total_bytes: int, name: str) -> Spectr
     flux = np.asarray(hdu.data).ravel()
     axis = float(crval) + float(step) * (np.arange(flux.size, dtype=np.float64) + 1.0 - float(crpix))
     wavelength = 10.0**axis if get("DC-FLAG") == 1 else axis * factor
-    medium = _header_medium(get) or "air"
-    return make_spectrum(
-        wavelength, flux, medium=medium, format=FORMAT_IMAGE_1D, meta=meta_from_header(get), where=where
-    )
+    medium, warnings = _medium(get)
+    meta = meta_from_header(get)
+    meta.warnings = warnings
+    return make_spectrum(wavelength, flux, medium=medium, format=FORMAT_IMAGE_1D, meta=meta, where=where)
