@@ -8,6 +8,7 @@ demo:
 test:
 	@./scripts/bootstrap
 	@./scripts/test-services
+	@./scripts/controlplane-build > /dev/null
 	.venv/bin/python -m pytest -q
 
 bench:

@@ -2,7 +2,9 @@
 
 The fixtures of ``tests/support`` reach every test through ``pytest_plugins`` below, never by
 importing them by name: ``s3_endpoint``/``s3_settings`` (a moto S3 server) and ``redis_server``,
-``world`` and ``local_store`` (the API's prepared store). Helpers that are not fixtures (process
+``world`` and ``local_store`` (the API's prepared store), ``control_plane`` (a real etcd,
+kube-apiserver and kube-controller-manager on loopback, with a process stand-in for kubelet; see
+``tests/support/controlplane.py``). Helpers that are not fixtures (process
 harnesses, the emulator, constants) are imported from ``tests.support.<module>`` as usual.
 
 ``shared_data``: the folder of real archive spectra (``../shared/data`` next to the repository,
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.support.s3server", "tests.support.api_fixtures"]
+pytest_plugins = ["tests.support.s3server", "tests.support.api_fixtures", "tests.support.controlplane"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

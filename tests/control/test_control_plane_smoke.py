@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest_plugins = ["tests.support.controlplane"]
 
 REPO = Path(__file__).resolve().parents[2]
 
