@@ -92,8 +92,10 @@ def _where(path: Path) -> str:
         path, part = path
         parts.append(part)
     out = ""
-    for part in reversed(parts):
+    for part in reversed(parts[-8:] if len(parts) > 10 else parts):
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    if len(parts) > 10:  # the innermost levels only
+        return f"<{len(parts) - 8} levels>{'' if out.startswith('[') else '.'}{out}"
     return out or "the top level"
 
 
@@ -121,43 +123,57 @@ def _key(key: Any, origin: str, path: Path) -> str:
     raise DocumentError(f"{origin}: {_where(path)}: a mapping key must be text, not a {type(key).__name__}")
 
 
+def _scalar(value: Any, origin: str, path: Path) -> bool:
+    """Check a scalar; False when ``value`` is a list or a mapping (the caller walks into it)."""
+    kind = type(value)
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is str:
+        _string(value, origin, path)
+        return True
+    if kind is float:
+        if not math.isfinite(value):
+            raise DocumentError(f"{origin}: {_where(path)}: {value} is not a number JSON can carry "
+                                "(NaN and infinities are refused)")
+        return True
+    if kind is dict or kind is list:
+        return False
+    shown = {"bytes": "binary data (!!binary)", "set": "a set (!!set)"}.get(kind.__name__, f"a {kind.__name__}")
+    raise DocumentError(f"{origin}: {_where(path)}: {shown} is not allowed: use text, numbers, true/false, null, "
+                        "lists and mappings")
+
+
 def plain(document: Any, origin: str = "the document", limits: Limits = DEFAULT) -> Any:
     """``document`` as plain JSON data (dict with str keys, list, str, int, finite float, bool,
     None), checked for depth, size and content; a copy only where a key had to become a string.
-    Walks iteratively: a deep document is refused, not a crash."""
-    nodes = 0
+    Walks iteratively (a deep document is refused, not a crash), scalars without a stack entry."""
+    if _scalar(document, origin, None):
+        return document
     root: list[Any] = [document]
-    # (container, slot in it, value, depth, path): a mapping whose keys change is put back in its slot
+    nodes = 1
+    # (container, slot in it, list or mapping, depth, path): a mapping whose keys change goes back in its slot
     stack: list[tuple[Any, Any, Any, int, Path]] = [(root, 0, document, 0, None)]
     while stack:
         parent, slot, value, depth, path = stack.pop()
-        nodes += 1
+        if depth >= limits.depth:
+            raise DocumentError(f"{origin}: {_where(path)}: nested more than {limits.depth} levels deep")
+        nodes += len(value)
         if nodes > limits.nodes:
             raise DocumentError(f"{origin}: more than {limits.nodes} values: too large a document", 413)
-        kind = type(value)
-        if kind is str:
-            _string(value, origin, path)
-        elif kind is int or kind is bool or value is None:
-            pass
-        elif kind is float:
-            if not math.isfinite(value):
-                raise DocumentError(f"{origin}: {_where(path)}: {value} is not a number JSON can carry "
-                                    "(NaN and infinities are refused)")
-        elif kind is dict or kind is list:
-            if depth >= limits.depth:
-                raise DocumentError(f"{origin}: {_where(path)}: nested more than {limits.depth} levels deep")
-            if kind is list:
-                stack.extend((value, index, item, depth + 1, (path, index)) for index, item in enumerate(value))
-                continue
+        if type(value) is list:
+            items: Any = enumerate(value)
+        else:
             if any(type(key) is not str for key in value):
                 value = {_key(key, origin, (path, str(key))): item for key, item in value.items()}
                 parent[slot] = value
-            for key, item in value.items():
-                stack.append((value, key, item, depth + 1, (path, _string(key, origin, path))))
-        else:
-            shown = {"bytes": "binary data (!!binary)", "set": "a set (!!set)"}.get(kind.__name__, f"a {kind.__name__}")
-            raise DocumentError(f"{origin}: {_where(path)}: {shown} is not allowed: use text, numbers, true/false, "
-                                "null, lists and mappings")
+            else:
+                for key in value:
+                    _string(key, origin, path)
+            items = value.items()
+        for key, item in items:
+            if type(item) is int or not _scalar(item, origin, (path, key)):
+                if type(item) is not int:
+                    stack.append((value, key, item, depth + 1, (path, key)))
     return root[0]
 
 

@@ -161,8 +161,9 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
             # dict[Literal[...], X]: every allowed key becomes a named property (kubectl explain lists
             # them), described by the field's x-key-descriptions when it has them
             described = node.get("x-key-descriptions", {})
-            out["properties"] = {name: structural({**extra, **({"description": described[name]} if name in described else {})})
-                                 for name in names}
+            out["properties"] = {
+                name: structural({**extra, **({"description": described[name]} if name in described else {})})
+                for name in names}
         elif isinstance(extra, dict) and extra:
             out["additionalProperties"] = structural(extra)
         else:  # a free-form mapping (dict[str, Any]) such as a pod template: kept as given

@@ -23,7 +23,11 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
 
 from oraculum import __version__
 from oraculum.spectra.datasets import (
@@ -43,7 +47,7 @@ from oraculum.spectra.datasets import (
 from oraculum.spectra.preprocessing import PreprocessingParameters, preprocess
 from oraculum.spectra.readers import read_spectrum
 from oraculum.settings import Settings
-from oraculum.spectra.spectrum import RejectReason, SpectrumRejected
+from oraculum.spectra.spectrum import RejectReason, SpectrumMeta, SpectrumRejected
 from oraculum.store import KeyNotFound, LocalStore, ObjectInfo, ObjectStore, StoreError, open_store
 from oraculum.spectra.archive import DEFAULT_PATTERNS, Source, listing_checksum, shard_bounds, spectrum_id
 from oraculum.ingest.sources import open_source
@@ -96,43 +100,48 @@ def _existing_shard(store: ObjectStore, dataset: str, shard: int) -> ShardInfo |
         return None
 
 
-def process_shard(
-    source: Source,
-    files: list[ObjectInfo],
-    store: ObjectStore,
-    dataset: str,
-    params: PreprocessingParameters,
-    shard: int,
-    shards: int,
-    progress: Callable[[int], None] | None = None,
-) -> ShardResult:
-    """Preprocess shard ``shard`` of ``shards`` of the listing ``files`` into ``store``."""
-    check_name(dataset)
-    started = time.perf_counter()
-    listing_sha = listing_checksum(files)
-    params_sha = parameters_checksum(params)
-    start, stop = shard_bounds(len(files), shard, shards)
+def _finished_shard(source: Source, store: ObjectStore, dataset: str, shard: int, shards: int, params_sha: str,
+                    listing_sha: str) -> ShardInfo | None:
+    """The manifest of shard ``shard`` when it is done with the same parameters and listing; None
+    when it is still to do; :class:`DatasetError` when it was made otherwise."""
     existing = _existing_shard(store, dataset, shard)
-    if existing is not None:
-        if existing.parameters_sha256 != params_sha or existing.shards != shards:
-            raise DatasetError(
-                f"dataset {dataset!r} already has shard {shard} made with different parameters or "
-                f"shard count; choose a new --dataset name or delete datasets/{dataset}/ first"
-            )
-        if existing.listing_sha256 == listing_sha:
-            if progress:
-                progress(stop - start)
-            return ShardResult(existing, skipped=True, seconds=time.perf_counter() - started)
+    if existing is None:
+        return None
+    if existing.parameters_sha256 != params_sha or existing.shards != shards:
         raise DatasetError(
-            f"the files in {source.url} changed since shard {shard} of dataset {dataset!r} was made; "
-            f"choose a new --dataset name or delete datasets/{dataset}/ first"
+            f"dataset {dataset!r} already has shard {shard} made with different parameters or "
+            f"shard count; choose a new --dataset name or delete datasets/{dataset}/ first"
         )
+    if existing.listing_sha256 == listing_sha:
+        return existing
+    raise DatasetError(
+        f"the files in {source.url} changed since shard {shard} of dataset {dataset!r} was made; "
+        f"choose a new --dataset name or delete datasets/{dataset}/ first"
+    )
 
-    builder = ShardBuilder(params.grid)
+
+@dataclass
+class _Processed:
+    """What preprocessing a run of consecutive files gave: the rows to store in order (flux as one
+    float32 array), the rejected files, and who did the work (for :class:`PoolStats`)."""
+
+    rows: list[tuple[str, SpectrumMeta, str, str]]  # (id, metadata, key, format)
+    flux: np.ndarray
+    rejected: list[dict[str, str]]
+    pid: int = 0
+    cpu_seconds: float = 0.0  # the worker process's CPU time so far
+    preloaded: bool = False  # the worker found this module imported when it started
+
+
+def _preprocess_files(
+    source: Source, keys: list[str], params: PreprocessingParameters, progress: Callable[[int], None] | None = None
+) -> _Processed:
+    """Read and preprocess ``keys`` in order; a file that cannot be used becomes a rejection."""
+    rows: list[tuple[str, SpectrumMeta, str, str]] = []
+    fluxes: list[np.ndarray] = []
     rejected: list[dict[str, str]] = []
-    reasons: dict[str, int] = {}
     done_since_report = 0
-    for key, data in _read_ahead(source, [info.key for info in files[start:stop]]):
+    for key, data in _read_ahead(source, keys):
         sid = spectrum_id(key)
         try:
             if isinstance(data, SpectrumRejected):  # a fetching source knows why a file is missing
@@ -140,17 +149,35 @@ def process_shard(
             if isinstance(data, Exception):
                 raise SpectrumRejected(RejectReason.UNREADABLE, f"cannot read from {source.url}: {data}")
             spectrum = read_spectrum(data, key, grid=params.grid)
-            flux = preprocess(spectrum, params)
-            builder.add(sid, flux, spectrum.meta, key, spectrum.format)
+            fluxes.append(preprocess(spectrum, params))
+            rows.append((sid, spectrum.meta, key, spectrum.format))
         except SpectrumRejected as rejection:
             rejected.append({"id": sid, "key": key, "reason": rejection.reason.value, "message": rejection.message})
-            reasons[rejection.reason.value] = reasons.get(rejection.reason.value, 0) + 1
         done_since_report += 1
         if progress and done_since_report >= 64:
             progress(done_since_report)
             done_since_report = 0
     if progress and done_since_report:
         progress(done_since_report)
+    flux = np.zeros((0, params.grid.points), np.float32) if not fluxes else np.stack(fluxes).astype(np.float32)
+    return _Processed(rows, flux, rejected)
+
+
+def _write_shard(
+    store: ObjectStore, dataset: str, params: PreprocessingParameters, shard: int, shards: int,
+    bounds: tuple[int, int], parts: list[_Processed], checksums: tuple[str, str], started: float,
+) -> ShardResult:
+    """Write shard ``shard`` from its processed ``parts`` (in listing order)."""
+    params_sha, listing_sha = checksums
+    builder = ShardBuilder(params.grid)
+    rejected: list[dict[str, str]] = []
+    for part in parts:
+        for (sid, meta, key, fmt), flux in zip(part.rows, part.flux, strict=True):
+            builder.add(sid, flux, meta, key, fmt)
+        rejected.extend(part.rejected)
+    reasons: dict[str, int] = {}
+    for line in rejected:
+        reasons[line["reason"]] = reasons.get(line["reason"], 0) + 1
 
     # The HDF5 shard first, its rejected list second, the manifest last: the manifest marks the
     # shard done, so a crash in between leaves the shard to be redone, never half-recorded.
@@ -170,7 +197,7 @@ def process_shard(
         key=part_key(dataset, shard),
         count=len(builder),
         rejected=len(rejected),
-        files=stop - start,
+        files=bounds[1] - bounds[0],
         sha256=checksum,
         bytes=size,
         parameters_sha256=params_sha,
@@ -178,6 +205,30 @@ def process_shard(
     )
     store.put_bytes(part_manifest_key(dataset, shard), info.model_dump_json(indent=1).encode())
     return ShardResult(info, skipped=False, seconds=time.perf_counter() - started, reasons=reasons)
+
+
+def process_shard(
+    source: Source,
+    files: list[ObjectInfo],
+    store: ObjectStore,
+    dataset: str,
+    params: PreprocessingParameters,
+    shard: int,
+    shards: int,
+    progress: Callable[[int], None] | None = None,
+) -> ShardResult:
+    """Preprocess shard ``shard`` of ``shards`` of the listing ``files`` into ``store``, here."""
+    check_name(dataset)
+    started = time.perf_counter()
+    checksums = parameters_checksum(params), listing_checksum(files)
+    start, stop = shard_bounds(len(files), shard, shards)
+    existing = _finished_shard(source, store, dataset, shard, shards, *checksums)
+    if existing is not None:
+        if progress:
+            progress(stop - start)
+        return ShardResult(existing, skipped=True, seconds=time.perf_counter() - started)
+    part = _preprocess_files(source, [info.key for info in files[start:stop]], params, progress)
+    return _write_shard(store, dataset, params, shard, shards, (start, stop), [part], checksums, started)
 
 
 def finalize(
@@ -227,26 +278,137 @@ def default_shards(file_count: int, files_per_shard: int = 20_000) -> int:
     return max(1, -(-file_count // files_per_shard))
 
 
-_progress_counter = None  # a shared multiprocessing.Value, set in each worker process
+#: Files per task of the worker pool: enough that a task's overhead (pickling, a read-ahead
+#: thread pool) is noise, few enough that every worker stays busy to the end and progress moves.
+MIN_CHUNK = 32
+MAX_CHUNK = 1024
+
+#: How the worker pool starts its workers (:func:`pool_start_method` resolves ``auto``).
+StartMethod = Literal["auto", "fork", "forkserver", "spawn", "thread"]
+START_METHODS: tuple[str, ...] = ("auto", "fork", "forkserver", "spawn", "thread")
+
+#: Modules a fork server imports once before it forks the workers (astropy, h5py, numpy, the
+#: readers, preprocessing): a worker then starts with them in memory instead of importing them.
+PRELOAD = ["oraculum.ingest.pipeline"]
+
+#: The process that imported this module: a worker forked from a process that had imported it
+#: (the caller, or a fork server with it preloaded) sees another pid here than its own.
+_IMPORTED_BY = os.getpid()
+
+_worker_state: tuple[Source, PreprocessingParameters] | None = None  # set in each worker process
 
 
-def _init_worker(counter) -> None:  # type: ignore[no-untyped-def]
-    global _progress_counter
-    _progress_counter = counter
+def _init_worker(source_spec: str, patterns: tuple[str, ...], settings: Settings,
+                 params: PreprocessingParameters) -> None:
+    global _worker_state
+    _worker_state = (open_source(source_spec, patterns, settings), params)
 
 
-def _worker(args: tuple) -> ShardResult:  # top level: must be picklable for the process pool
-    source_spec, patterns, store_url, settings, dataset, params, shard, shards, files = args
-    source = open_source(source_spec, patterns, settings)
-    store = open_store(store_url, settings)
-    counter = _progress_counter
+def _worker_chunk(keys: list[str]) -> _Processed:  # top level: the pool pickles it by name
+    assert _worker_state is not None, "_init_worker did not run"
+    source, params = _worker_state
+    part = _preprocess_files(source, keys, params)
+    part.pid, part.cpu_seconds, part.preloaded = os.getpid(), time.process_time(), _IMPORTED_BY != os.getpid()
+    return part
 
-    def report(n: int) -> None:
-        if counter is not None:
-            with counter.get_lock():
-                counter.value += n
 
-    return process_shard(source, files, store, dataset, params, shard, shards, report)
+def pool_start_method(requested: str = "auto") -> str:
+    """The start method ``auto`` means here: ``fork`` when this process runs a single thread (the
+    workers then inherit every imported module, at no cost, and no lock another thread could hold),
+    else ``forkserver`` with :data:`PRELOAD` (one clean process imports them once, then forks the
+    workers), else ``spawn``."""
+    import multiprocessing
+    import threading
+
+    if requested not in START_METHODS:
+        raise ValueError(f"unknown start method {requested!r}; use one of {', '.join(START_METHODS)}")
+    if requested != "auto":
+        return requested
+    available = multiprocessing.get_all_start_methods()
+    if "fork" in available and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in available else "spawn"
+
+
+@dataclass
+class PoolStats:
+    """How the worker pool of a run went: its start method, the worker processes that did work,
+    whether each found the heavy modules already imported, and the CPU time they used."""
+
+    method: str
+    workers: int
+    processes: int
+    chunks: int
+    preloaded: bool
+    worker_cpu_seconds: float
+
+
+def _chunk_bounds(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + size, stop)) for lo in range(start, stop, size)]
+
+
+def _run_pool(
+    source_spec: str, source: Source, files: list[ObjectInfo], store: ObjectStore, dataset: str,
+    params: PreprocessingParameters, settings: Settings, wanted: list[int], shards: int, workers: int,
+    method: str, report: Callable[[int], None],
+) -> tuple[list[ShardResult], PoolStats]:
+    """Every shard of ``wanted`` on one pool of ``workers``, in chunks of files; this process
+    writes each shard as soon as its chunks are back (in order, so the bytes are those of a run
+    with one worker)."""
+    import multiprocessing
+    from multiprocessing.pool import ThreadPool
+
+    started = time.perf_counter()
+    checksums = parameters_checksum(params), listing_checksum(files)
+    results: dict[int, ShardResult] = {}
+    todo: dict[int, tuple[int, int]] = {}
+    for number in wanted:
+        bounds = shard_bounds(len(files), number, shards)
+        existing = _finished_shard(source, store, dataset, number, shards, *checksums)
+        if existing is not None:
+            report(bounds[1] - bounds[0])
+            results[number] = ShardResult(existing, skipped=True, seconds=0.0)
+        else:
+            todo[number] = bounds
+    files_todo = sum(stop - start for start, stop in todo.values())
+    size = max(MIN_CHUNK, min(MAX_CHUNK, -(-files_todo // (workers * 4))))
+    tasks = [(number, lo, hi) for number, (start, stop) in todo.items() for lo, hi in _chunk_bounds(start, stop, size)]
+    chunks_of = {number: sum(1 for task in tasks if task[0] == number) for number in todo}
+    parts: dict[int, list[_Processed]] = {number: [] for number in todo}
+
+    def finish(number: int) -> None:
+        results[number] = _write_shard(store, dataset, params, number, shards, todo[number], parts.pop(number),
+                                       checksums, started)
+
+    for number in [n for n, count in chunks_of.items() if count == 0]:  # a shard without files
+        finish(number)
+    cpu: dict[int, float] = {}
+    preloaded = True
+    if tasks:
+        if method == "thread":
+            pool: Any = ThreadPool(min(workers, len(tasks)))
+            work: Callable[[list[str]], _Processed] = partial(_preprocess_files, source, params=params)
+        else:
+            context = multiprocessing.get_context(method)
+            if method == "forkserver":
+                context.set_forkserver_preload(PRELOAD)  # takes effect when the fork server starts
+            pool = context.Pool(min(workers, len(tasks)), initializer=_init_worker,
+                                initargs=(source_spec, source.patterns, settings, params))
+            work = _worker_chunk
+        with pool:
+            keys = ([info.key for info in files[lo:hi]] for _, lo, hi in tasks)
+            for (number, lo, hi), part in zip(tasks, pool.imap(work, keys), strict=True):
+                if part.pid and part.pid != os.getpid():
+                    cpu[part.pid] = max(cpu.get(part.pid, 0.0), part.cpu_seconds)
+                    preloaded = preloaded and part.preloaded
+                parts[number].append(part)
+                report(hi - lo)
+                if len(parts[number]) == chunks_of[number]:
+                    finish(number)
+    stats = PoolStats(method=method, workers=workers, processes=len(cpu) if method != "thread" else 0,
+                      chunks=len(tasks), preloaded=preloaded if method != "thread" else True,
+                      worker_cpu_seconds=sum(cpu.values()))
+    return [results[number] for number in wanted], stats
 
 
 @dataclass
@@ -258,6 +420,10 @@ class PreprocessReport:
     shards: list[ShardResult]
     index: DatasetIndex | None
     seconds: float
+    #: CPU time of this process during the run plus that of its worker processes.
+    cpu_seconds: float = 0.0
+    #: The worker pool, when one ran (``workers`` above 1 and more than one chunk of work).
+    pool: PoolStats | None = None
 
     @property
     def reasons(self) -> dict[str, int]:
@@ -279,20 +445,24 @@ def run_preprocess(
     shard: int | None = None,
     shards: int | None = None,
     workers: int = 1,
+    start_method: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     fetch_progress: Callable[[int, int], None] | None = None,
 ) -> PreprocessReport:
     """Preprocess ``source_spec`` into dataset ``dataset`` of the store ``store_url``.
 
     With ``shard`` given, only that shard runs (a pod of an Indexed Job); otherwise every shard
-    runs, on ``workers`` processes. ``progress(done, total)`` is called as files are processed.
-    A source that fetches (``votable:``, ``urls:``, ``index:``) first downloads the files of the
-    wanted shards, calling ``fetch_progress(done, total)``.
+    runs. With ``workers`` above 1 the files are preprocessed on one pool of that many workers,
+    started once for the run and fed chunks of files (:data:`MIN_CHUNK`-:data:`MAX_CHUNK`), so
+    one shard is spread over every worker too; ``start_method`` says how the pool starts (see
+    :func:`pool_start_method`; ``thread`` runs them as threads of this process). The dataset is
+    the same, byte for byte, whatever the workers and the start method. ``progress(done, total)``
+    is called as files are processed. A source that fetches (``votable:``, ``urls:``, ``index:``)
+    first downloads the files of the wanted shards, calling ``fetch_progress(done, total)``.
     """
-    import multiprocessing
-
     check_name(dataset)
-    started = time.perf_counter()
+    method = pool_start_method(start_method)
+    started, cpu_started = time.perf_counter(), time.process_time()
     source = open_source(source_spec, patterns, settings)
     store = open_store(store_url, settings)
     files = source.list()
@@ -310,30 +480,15 @@ def run_preprocess(
         if progress:
             progress(done, total)
 
-    results: list[ShardResult] = []
-    if workers <= 1 or len(wanted) == 1:
-        for number in wanted:
-            results.append(process_shard(source, files, store, dataset, params, number, shards, report))
+    stats: PoolStats | None = None
+    if workers <= 1 or total <= MIN_CHUNK:
+        results = [process_shard(source, files, store, dataset, params, number, shards, report) for number in wanted]
     else:
-        context = multiprocessing.get_context("spawn")
-        counter = context.Value("q", 0)
-        jobs = [
-            (source_spec, source.patterns, store.url, settings, dataset, params, number, shards, files)
-            for number in wanted
-        ]
-        with context.Pool(
-            processes=min(workers, len(wanted)), initializer=_init_worker, initargs=(counter,)
-        ) as pool:
-            pending = pool.map_async(_worker, jobs, chunksize=1)
-            while not pending.ready():
-                pending.wait(0.2)
-                if progress:
-                    progress(counter.value, total)
-            results = pending.get()
-            if progress:
-                progress(counter.value, total)
+        results, stats = _run_pool(source_spec, source, files, store, dataset, params, settings, wanted, shards,
+                                   workers, method, report)
     index = finalize(store, dataset, shards, params, source, files)
-    return PreprocessReport(dataset, len(files), results, index, time.perf_counter() - started)
+    cpu = time.process_time() - cpu_started + (stats.worker_cpu_seconds if stats else 0.0)
+    return PreprocessReport(dataset, len(files), results, index, time.perf_counter() - started, cpu, stats)
 
 
 def environment_worker_count() -> int:

@@ -7,7 +7,9 @@ bounds, required fields), so ``kubectl explain`` and ``oraculum run`` agree on w
 manifest is. Everything here is plain data: no Kubernetes client import.
 
 - :mod:`~oraculum.manifests.common`: the API group and version, :class:`SpecModel` (the field
-  conventions) and :class:`ResourcesSpec` (pod compute, shared by both kinds);
+  conventions), :class:`ResourcesSpec` (pod compute, shared by both kinds), the name and
+  quantity rules, and :func:`cel_rule`/:func:`cel_rules`, which give a model's validator its
+  ``x-kubernetes-validations`` twin in the CRD (so the API server refuses what the models refuse);
 - :mod:`~oraculum.manifests.preprocessing_job`: :class:`PreprocessingJobSpec` and its source and
   grid specs;
 - :mod:`~oraculum.manifests.experiment`: :class:`ExperimentSpec` and its classes, model,

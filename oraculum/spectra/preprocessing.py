@@ -6,10 +6,12 @@ The steps, in order, for one spectrum (:func:`preprocess`):
 2. check that the native spectrum covers the grid (else ``grid-not-covered``);
 3. bad pixels (``Spectrum.mask``, and non-finite flux): the fraction of native pixels inside the
    grid that are bad is recorded (``SpectrumMeta.masked_fraction``); above
-   ``max_masked_fraction`` the spectrum is rejected (``masked-pixels``; ``non-finite`` when every
-   bad pixel is NaN/inf, ``empty-flux`` when the whole grid is bad pixels of flux 0), else the
-   bad pixels are replaced by linear interpolation between their good neighbours (never stored
-   as flux 0, which min-max normalisation would turn into a deep fake absorption line);
+   ``max_masked_fraction``, or when one run of bad pixels leaves a hole wider than
+   ``max_masked_gap_A`` in the grid (wide enough to hide a whole line), the spectrum is rejected
+   (``masked-pixels``; ``non-finite`` when every bad pixel is NaN/inf, ``empty-flux`` when the
+   whole grid is bad pixels of flux 0); else the bad pixels are replaced by linear interpolation
+   between their good neighbours (never stored as flux 0, which min-max normalisation would turn
+   into a deep fake absorption line);
 4. optionally blur with a Gaussian of ``blur_sigma_px`` *native* pixels, to make a
    high-resolution archive look like a low-resolution one (Škoda et al. 2020 blurred Ondřejov
    CCD700 spectra with sigma = 7 px to resemble LAMOST);
@@ -114,6 +116,16 @@ class PreprocessingParameters(BaseModel):
             "interpolated across."
         ),
     )
+    max_masked_gap_A: float = Field(
+        10.0,
+        gt=0,
+        le=100_000,
+        description=(
+            "Reject a spectrum when one run of bad pixels leaves a hole wider than this (Å, "
+            "between the good pixels around it) inside the grid: interpolation across it could "
+            "erase a whole line. 10 Å is about 7 LAMOST low-resolution pixels at H-alpha."
+        ),
+    )
 
 
 def _reject(reason: RejectReason, message: str) -> SpectrumRejected:
@@ -156,14 +168,15 @@ def resample(spectrum: Spectrum, params: PreprocessingParameters) -> np.ndarray:
     bad = ~np.isfinite(window_flux)
     if mask is not None:
         bad |= mask[first:last]
-    inside = (window_wl >= grid.start) & (window_wl <= grid.end)
-    if not inside.any():  # native pixels coarser than the grid: the ones around it
-        inside[:] = True
-    fraction = float(bad[inside].mean())
-    spectrum.meta.masked_fraction = fraction
+    spectrum.meta.masked_fraction = 0.0
     if bad.any():
-        if fraction > params.max_masked_fraction or int((~bad).sum()) < 2:
-            raise _masked(window_flux[bad & inside], fraction, params)
+        inside = (window_wl >= grid.start) & (window_wl <= grid.end)
+        if not inside.any():  # native pixels coarser than the grid: the ones around it
+            inside[:] = True
+        fraction = spectrum.meta.masked_fraction = float(bad[inside].mean())
+        gap = _widest_gap_A(window_wl, bad, grid.start, grid.end)
+        if fraction > params.max_masked_fraction or gap > params.max_masked_gap_A or int((~bad).sum()) < 2:
+            raise _masked(window_flux[bad & inside], fraction, gap, params)
         window_flux[bad] = np.interp(window_wl[bad], window_wl[~bad], window_flux[~bad])
     if params.blur_sigma_px:
         # imported here: scipy.ndimage costs ~0.5 s at start-up, paid by every worker process
@@ -173,11 +186,24 @@ def resample(spectrum: Spectrum, params: PreprocessingParameters) -> np.ndarray:
     return np.interp(grid.wavelengths, window_wl, window_flux)
 
 
-def _masked(values: np.ndarray, fraction: float, params: PreprocessingParameters) -> SpectrumRejected:
+def _widest_gap_A(wavelength: np.ndarray, bad: np.ndarray, start: float, end: float) -> float:
+    """The widest hole a run of bad pixels leaves in [start, end]: from the good pixel before the
+    run to the good pixel after it (the interpolation baseline), clipped to the grid."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], bad.view(np.int8), [0]))))
+    first, last = edges[0::2], edges[1::2] - 1
+    left = wavelength[np.maximum(first - 1, 0)]
+    right = wavelength[np.minimum(last + 1, wavelength.size - 1)]
+    return float(np.max(np.minimum(right, end) - np.maximum(left, start), initial=0.0))
+
+
+def _masked(values: np.ndarray, fraction: float, gap: float, params: PreprocessingParameters) -> SpectrumRejected:
     """The rejection for too many bad pixels inside the grid; ``values``: their flux there."""
     grid = params.grid
     where = f"within {grid.start:.1f}-{grid.end:.1f} Å"
-    share = f"{fraction:.0%} of the pixels, max_masked_fraction {params.max_masked_fraction:g}"
+    share = (
+        f"{fraction:.0%} of the pixels, max_masked_fraction {params.max_masked_fraction:g}; widest "
+        f"hole {gap:.1f} Å, max_masked_gap_A {params.max_masked_gap_A:g}"
+    )
     if not np.isfinite(values).any():
         return _reject(RejectReason.NON_FINITE, f"{values.size} non-finite flux values {where} ({share})")
     if fraction == 1.0 and (values == 0).all():

@@ -84,7 +84,7 @@ def test_aborting_the_largest_declarations_costs_what_was_uploaded(local_store: 
     env = local_env(local_store, ORACULUM_API_UPLOAD_MAX_BYTES=str(TIB), ORACULUM_API_UPLOAD_MAX_CHUNKS=str(2**31))
     store = LocalStore(local_store)
     with running_api(env, tmp_path / "api.log") as api, \
-            httpx.Client(base_url=api.url + V1, headers=auth("admin"), timeout=15) as http:
+            httpx.Client(base_url=api.url + V1, headers=auth("admin"), timeout=5) as http:
         ids = []
         for n in range(20):
             declared = http.post("/uploads", json={"prefix": "bomb", "path": f"f{n}.fits", "size": TIB,

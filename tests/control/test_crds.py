@@ -282,10 +282,12 @@ INVALID: list[Invalid] = [
             "resources.gpu: Input should be less than or equal to 16",
             "spec.resources.gpu in body should be less than or equal to 16", "schema"),
     Invalid("confidence-1", PUBLISHED, _set("spec.estimation.confidence", 1.0),
-            "estimation.confidence: Input should be less than 1", "spec.estimation.confidence in body should be less than 1",
+            "estimation.confidence: Input should be less than 1",
+            "spec.estimation.confidence in body should be less than 1",
             "schema"),
     Invalid("zero-shards", LAMOST, _set("spec.shards", 0),
-            "shards: Input should be greater than or equal to 1", "spec.shards in body should be greater than or equal to 1",
+            "shards: Input should be greater than or equal to 1",
+            "spec.shards in body should be greater than or equal to 1",
             "schema"),
     Invalid("share-over-1", PUBLISHED, _set("spec.acquisition.composition", {"uncertainty": 2.0}),
             "composition.uncertainty: Input should be less than or equal to 1",
@@ -402,7 +404,8 @@ def test_the_crds_carry_the_rules_of_the_models() -> None:
         ("spec.acquisition.composition", "composition shares must sum to 1"),
         ("spec.oracle", "oracle.labels is required when oracle.type is simulated"),
     } <= messages
-    assert experiment["spec.oracle"]["rule"] == "self.type != 'simulated' || (has(self.labels) && size(self.labels) > 0)"
+    assert experiment["spec.oracle"]["rule"] == \
+        "self.type != 'simulated' || (has(self.labels) && size(self.labels) > 0)"
     total = experiment["spec.acquisition.composition"]["rule"]
     assert ">= 0.999999" in total and "<= 1.000001" in total
     assert all(f"has(self.{key})" in total for key in COMPOSITION_SHARES)

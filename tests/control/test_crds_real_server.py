@@ -1,4 +1,5 @@
-"""The CRDs against a real kube-apiserver (tests/support/controlplane.py): they install, every
+"""The CRDs against a real kube-apiserver (the ``control_plane`` fixture of
+tests/support/controlplane.py, registered in tests/conftest.py): they install, every
 example is accepted, every mistake in the table of tests/control/test_crds.py is refused by the
 SERVER with the message a user sees in ``kubectl apply``, and ``kubectl explain`` describes every
 field.
@@ -20,8 +21,6 @@ import yaml
 
 from oraculum.control.crds import CRD_KINDS, crd
 from tests.control.test_crds import INVALID, QUANTITIES_ACCEPTED, VALID, Invalid, schema_nodes
-
-pytest_plugins = ["tests.support.controlplane"]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -124,5 +123,6 @@ def test_kubectl_explain_describes_each_share_of_the_composition(cluster: Any) -
     shown = cluster.kubectl("explain", "activelearningexperiments.spec.acquisition.composition").stdout
     assert "Shares of the batch by reason" in shown
     for share in ("uncertainty", "diversity", "random"):
-        explained = one_line(cluster.kubectl("explain", f"activelearningexperiments.spec.acquisition.composition.{share}").stdout)
+        path = f"activelearningexperiments.spec.acquisition.composition.{share}"
+        explained = one_line(cluster.kubectl("explain", path).stdout)
         assert f"FIELD: {share} <number>" in explained and "DESCRIPTION: Share" in explained, explained

@@ -277,3 +277,101 @@ async def test_a_table_of_decisions_is_carried_out_alike_by_both_runtimes(
 @pytest.mark.asyncio
 async def test_drive_awaits_in_an_event_loop_too(store: LocalStore) -> None:
     assert (await drive(experiment(), Recorder(store))).phase == "Pending"
+
+
+# --- issue 15: a refused Job, an unreachable store ------------------------------------------------
+
+
+class Refusing(Recorder):
+    """A runtime whose API server refuses to create Jobs (422/403 on a cluster), until told not to."""
+
+    def __init__(self, store: ObjectStore, clock: datetime = T0) -> None:
+        super().__init__(store)
+        self.clock = clock
+        self.refuse = True
+
+    def now(self) -> datetime:
+        return self.clock
+
+    async def create(self, resource: Resource, obj: dict[str, Any]) -> bool:
+        from oraculum.control.driver import Refused
+
+        if self.refuse and obj["kind"] == "Job":
+            self.calls.append(("refused", obj["kind"], obj["metadata"]["name"]))
+            raise Refused('Job.batch "exp-iter-0" is invalid: spec.template.spec.restartPolicy: Unsupported value: '
+                          '"Always": supported values: "OnFailure", "Never"')
+        return await super().create(resource, obj)
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+
+
+def test_a_refused_job_is_reported_on_the_resource_and_retried_with_a_back_off(store: LocalStore) -> None:
+    """Defect 2: a Job the API server refuses used to leave no trace but the operator's log (and be
+    tried again on every poll). Now: a JobCreated=False condition with the server's message, one
+    Warning Event, phase Pending, and a back-off that grows while the refusal lasts."""
+    from datetime import timedelta
+
+    store.put_bytes("datasets/pool/index.json", b"{}")
+    runtime = Refusing(store)
+    first = drive_now(experiment(), runtime)
+    c = _condition(first.status, "JobCreated")
+    assert c is not None and (c["status"], c["reason"]) == ("False", "JobRejected")
+    assert "restartPolicy: Unsupported value" in c["message"] and "exp-iter-0" in c["message"]
+    assert first.phase == "Pending" and "refused" in first.status["message"]
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "JobRejected")]
+    assert "JobCreated" not in [e.reason for e in first.events]  # it was not created
+    assert ("write_status", "Pending") in runtime.calls and ("post_event", "JobRejected") in runtime.calls
+    assert first.backoff is not None and first.backoff >= 30
+    assert not any(job.get("state") == "Created" for job in first.status.get("jobs", []))
+    # the same refusal again: nothing new to write or tell, and the next look is further off
+    delays = []
+    for seconds in (30, 120, 240, 10_000):
+        runtime.calls.clear()
+        runtime.clock = T0 + timedelta(seconds=seconds)
+        again = drive_now(experiment(status=first.status), runtime)
+        assert again.status == first.status and again.events == []
+        assert "write_status" not in verbs(runtime) and "post_event" not in verbs(runtime)
+        delays.append(again.backoff)
+    assert delays == sorted(delays) and delays[0] >= 30 and delays[-1] == 300
+    # once the server takes it, the condition is cleared and the Job goes on as usual
+    runtime.refuse = False
+    runtime.calls.clear()
+    accepted = drive_now(experiment(status=first.status), runtime)
+    assert _condition(accepted.status, "JobCreated") is None and accepted.phase == "Training"
+    assert [e.reason for e in accepted.events] == ["JobCreated"] and accepted.backoff is None
+    assert ("create", "Job", "exp-iter-0") in runtime.calls
+
+
+def _store_errors() -> list[Any]:
+    import urllib3.exceptions
+    from minio.error import S3Error, ServerError
+
+    refused = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused")
+    return [
+        pytest.param(urllib3.exceptions.MaxRetryError(None, "/bucket", reason=refused), id="urllib3-max-retries"),
+        pytest.param(urllib3.exceptions.ReadTimeoutError(None, "/bucket", "Read timed out. (read timeout=5)"),
+                     id="urllib3-read-timeout"),
+        pytest.param(urllib3.exceptions.ProtocolError("Connection aborted."), id="urllib3-protocol"),
+        pytest.param(ServerError("server failed with HTTP status code 502", 502), id="minio-server-error"),
+        pytest.param(S3Error(None, "AccessDenied", "Access Denied.", "/b", "r", "h"), id="minio-access-denied"),
+        pytest.param(ConnectionResetError(104, "Connection reset by peer"), id="connection-reset"),
+    ]
+
+
+@pytest.mark.parametrize("error", _store_errors())
+def test_a_store_the_client_cannot_reach_is_a_condition_not_a_crash(store: LocalStore, error: Exception) -> None:
+    """Defect 7: the S3 client's own connection errors (urllib3, minio) escaped the driver, so an
+    unreachable store never showed StoreReachable=False (the reconcile just raised)."""
+    runtime = Recorder(store, store_error=error)
+    decision = drive_now(experiment(), runtime)
+    c = _condition(decision.status, "StoreReachable")
+    assert c is not None and (c["status"], c["reason"]) == ("False", "StoreUnavailable")
+    assert type(error).__name__ in c["message"] or str(error)[:20] in c["message"]
+    assert decision.backoff is not None and decision.backoff >= 15
+
+
+def test_a_bug_in_a_store_read_is_not_mistaken_for_an_unreachable_store(store: LocalStore) -> None:
+    with pytest.raises(ZeroDivisionError):
+        drive_now(experiment(), Recorder(store, store_error=ZeroDivisionError("a bug")))

@@ -6,10 +6,12 @@ plain data (what to do), so each case is a row of inputs and the expected decisi
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import yaml
 
 from oraculum.control.jobs import JobConfig
 from oraculum.manifests import HistoryEntry, StoppingSpec
@@ -78,7 +80,9 @@ def condition(decision: Decision, type_: str) -> dict[str, Any] | None:
 
 
 def created(decision: Decision) -> list[str]:
-    return [f"{o['kind']}/{o['metadata']['name']}" for o in decision.create]
+    """``Kind/name`` of what a decision creates; a manifest ConfigMap's spec hash reads ``<spec>``."""
+    return [f"{o['kind']}/{re.sub(r'-[0-9a-f]{10}$', '-<spec>', o['metadata']['name'])}" if o["kind"] == "ConfigMap"
+            else f"{o['kind']}/{o['metadata']['name']}" for o in decision.create]
 
 
 def reasons(decision: Decision) -> list[str]:
@@ -103,7 +107,7 @@ def test_dataset_missing_keeps_it_pending_with_a_reason() -> None:
 
 def test_first_reconcile_creates_the_manifest_and_the_iteration_job() -> None:
     d = step()
-    assert created(d) == ["ConfigMap/exp-iter-0", "Job/exp-iter-0"]
+    assert created(d) == ["ConfigMap/exp-iter-0-<spec>", "Job/exp-iter-0"]
     assert d.phase == "Training" and d.status["iteration"] == 0
     assert d.status["jobs"] == [{"name": "exp-iter-0", "purpose": "iterate", "iteration": 0, "state": "Created", "failedPods": 0}]
     assert reasons(d) == ["JobCreated"]
@@ -146,14 +150,14 @@ def test_a_spec_change_retries_a_failed_experiment() -> None:
     waiting = step(status=retry.status, jobs={"exp-iter-0": deleting}, generation=2)
     assert waiting.phase != "Failed" and waiting.create == []
     recreated = step(status=waiting.status, generation=2)
-    assert created(recreated) == ["ConfigMap/exp-iter-0", "Job/exp-iter-0"] and recreated.phase == "Training"
+    assert created(recreated) == ["ConfigMap/exp-iter-0-<spec>", "Job/exp-iter-0"] and recreated.phase == "Training"
 
 
 def test_a_vanished_job_is_reported_and_created_again() -> None:
     first = step()
     seen = then(first, jobs={"exp-iter-0": running("exp-iter-0")})
     d = then(seen, jobs={})
-    assert created(d) == ["ConfigMap/exp-iter-0", "Job/exp-iter-0"]
+    assert created(d) == ["ConfigMap/exp-iter-0-<spec>", "Job/exp-iter-0"]
     assert [(e.type, e.reason) for e in d.events] == [("Warning", "JobVanished")]
 
 
@@ -199,14 +203,14 @@ def test_retrying_pods_are_reported_as_they_fail() -> None:
 def test_simulated_oracle_answers_with_its_own_job() -> None:
     first = step()
     d = then(first, observation=obs(it(0, **FINISHED)))
-    assert created(d) == ["ConfigMap/exp-iter-0", "Job/exp-answer-0"]
+    assert created(d) == ["ConfigMap/exp-iter-0-<spec>", "Job/exp-answer-0"]
     assert d.phase == "AwaitingLabels" and d.status["batch"] == {"size": 10, "labelled": 0}
 
 
 def test_simulated_oracle_then_evaluation_then_next_iteration() -> None:
     s = step(observation=obs(it(0, **FINISHED))).status
     d = step(status=s, observation=obs(it(0, **LABELLED)))
-    assert created(d) == ["ConfigMap/exp-iter-0", "Job/exp-eval-0"] and d.phase == "Training"
+    assert created(d) == ["ConfigMap/exp-iter-0-<spec>", "Job/exp-eval-0"] and d.phase == "Training"
     assert condition(d, "Progressing")["reason"] == "Evaluating"
     d = then(d, observation=obs(it(0, **EVALUATED), labels_total=10))
     assert d.status["iteration"] == 1 and d.phase == "Training" and d.requeue_after == 0
@@ -215,7 +219,7 @@ def test_simulated_oracle_then_evaluation_then_next_iteration() -> None:
     assert d.status["estimate"]["summary"] == "0.800 [0.600, 0.900]"
     assert "Evaluated" in reasons(d) and d.status["jobs"] == []
     nxt = then(d, observation=obs(it(1)))
-    assert created(nxt) == ["ConfigMap/exp-iter-1", "Job/exp-iter-1"]
+    assert created(nxt) == ["ConfigMap/exp-iter-1-<spec>", "Job/exp-iter-1"]
 
 
 def test_human_oracle_waits_for_labels_and_for_the_signal() -> None:
@@ -236,7 +240,7 @@ def test_human_oracle_waits_for_labels_and_for_the_signal() -> None:
     assert old.create == []
     # both: evaluate
     go = step(status=d.status, raw_spec=human, observation=obs(it(0, **LABELLED), labels_submitted=0))
-    assert created(go) == ["ConfigMap/exp-iter-0", "Job/exp-eval-0"]
+    assert created(go) == ["ConfigMap/exp-iter-0-<spec>", "Job/exp-eval-0"]
     assert condition(go, "LabelsComplete") is None
 
 
@@ -444,3 +448,140 @@ def test_preprocessing_failure_and_suspension() -> None:
 def test_preprocessing_invalid_spec_names_the_problem() -> None:
     d = ppj(raw={"source": {}, "dataset": "x"})
     assert d.phase == "Failed" and "exactly one of source.url" in d.status["message"]
+
+
+# --- issue 15: what a real cluster exposed ------------------------------------------------------
+
+
+def mounted_configmap(job: dict[str, Any]) -> str:
+    """The ConfigMap a Job's pods mount (the iteration's experiment manifest)."""
+    return next(v["configMap"]["name"] for v in job["spec"]["template"]["spec"]["volumes"] if "configMap" in v)
+
+
+def test_a_retry_after_a_spec_change_runs_with_the_new_spec() -> None:
+    """Defect 1: the retried iteration's pods must read the NEW spec, not the ConfigMap of the failed
+    attempt (which a create answered 409 used to keep for ever)."""
+    first = step()
+    old_configmap, old_job = first.create
+    failed = ObservedJob(name="exp-iter-0", failed=3, failed_reason="BackoffLimitExceeded", created=T0)
+    failed_status = then(first, jobs={"exp-iter-0": failed}).status
+    changed = spec(model={"epochs": 20})
+    retry = step(status=failed_status, jobs={"exp-iter-0": failed}, raw_spec=changed, generation=2)
+    assert retry.delete == ["exp-iter-0"]
+    recreated = step(status=retry.status, raw_spec=changed, generation=2)
+    configmap, job = recreated.create
+    assert (configmap["kind"], job["kind"]) == ("ConfigMap", "Job")
+    assert mounted_configmap(job) == configmap["metadata"]["name"] != old_configmap["metadata"]["name"]
+    assert mounted_configmap(old_job) == old_configmap["metadata"]["name"]
+    manifest = yaml.safe_load(configmap["data"]["experiment.yaml"])
+    assert manifest["spec"]["model"]["epochs"] == 20
+    # the same spec asks for the same ConfigMap (creation stays idempotent: 409 = ours, same content)
+    assert step(status=retry.status, raw_spec=changed, generation=2).create[0] == configmap
+
+
+def test_a_recreated_resource_of_the_same_name_gets_its_own_manifest() -> None:
+    """Defect 5, the ConfigMap side: a new resource with the old one's name and spec must not mount
+    the old one's ConfigMap (the garbage collector deletes that one with its owner)."""
+    mine = step().create[0]
+    other = reconcile_experiment(ObjectRef(kind="ActiveLearningExperiment", name="exp", namespace="lab", uid="uid-0"),
+                                 spec(), None, {}, obs(), T0, CONFIG).create[0]
+    assert mine["metadata"]["name"] != other["metadata"]["name"]
+    assert mine["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def job_manifest(name: str, owner_uid: str | None, **status: Any) -> dict[str, Any]:
+    owners = [] if owner_uid is None else [{"apiVersion": "oraculum.dev/v1alpha1", "kind": "ActiveLearningExperiment",
+                                            "name": "exp", "uid": owner_uid, "controller": True}]
+    return {"metadata": {"name": name, "ownerReferences": owners, "creationTimestamp": "2026-01-01T11:00:00Z"},
+            "spec": {}, "status": status}
+
+
+FAILED_JOB = {"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                           "message": "Job has reached the specified backoff limit"}]}
+
+
+@pytest.mark.parametrize("owner", ["uid-0", None], ids=["owned-by-the-old-resource", "orphaned"])
+def test_a_job_left_by_an_earlier_resource_of_the_same_name_is_not_adopted(owner: str | None) -> None:
+    """Defect 5: a resource deleted and created again with the same name finds the old one's Jobs by
+    their labels; owned by another uid (or orphaned), they are not its own: an old failed Job must
+    not fail it. The stale Job is deleted (its name is needed) and the step starts afresh."""
+    stale = ObservedJob.from_manifest(job_manifest("exp-iter-0", owner, **FAILED_JOB))
+    d = step(jobs={"exp-iter-0": stale})
+    assert d.phase != "Failed" and condition(d, "Failed") is None
+    assert d.delete == ["exp-iter-0"] and d.create == []
+    assert ("Normal", "StaleJob") in [(e.type, e.reason) for e in d.events]
+    # while Kubernetes deletes it, it is waited for, not deleted again
+    deleting = ObservedJob.from_manifest({**job_manifest("exp-iter-0", owner, **FAILED_JOB),
+                                          "metadata": {**job_manifest("exp-iter-0", owner)["metadata"],
+                                                       "deletionTimestamp": "2026-01-01T12:00:01Z"}})
+    waiting = then(d, jobs={"exp-iter-0": deleting})
+    assert waiting.phase != "Failed" and waiting.delete == [] and waiting.create == [] and waiting.events == []
+    fresh = then(waiting, jobs={})
+    assert created(fresh) == ["ConfigMap/exp-iter-0-<spec>", "Job/exp-iter-0"] and fresh.phase == "Training"
+    # its own Job, failed, does fail it
+    own = ObservedJob.from_manifest(job_manifest("exp-iter-0", "uid-1", **FAILED_JOB))
+    assert then(fresh, jobs={"exp-iter-0": own}).phase == "Failed"
+
+
+DONE_JOB = ObservedJob(name="lamost-preprocess", succeeded=4, completions=4, complete=True, created=T0, started=T0)
+DONE_DATASET = DatasetObservation(complete=True, shards_done=4, processed=3600, rejected=40)
+
+
+def succeeded_ppj() -> Decision:
+    done = ppj(ppj().status, {"lamost-preprocess": DONE_JOB}, DONE_DATASET)
+    assert done.phase == "Succeeded"
+    return done
+
+
+@pytest.mark.parametrize("job_still_there", [True, False], ids=["job-kept", "job-gone-after-its-ttl"])
+@pytest.mark.parametrize("change", [{"dataset": "lamost-dr2-v2"}, {"grid": {"points": 2000}}, {"shards": 8}],
+                         ids=["dataset", "grid", "shards"])
+def test_editing_a_succeeded_preprocessing_job_is_reported_not_failed(change: dict[str, Any], job_still_there: bool) -> None:
+    """Defect 4: a spec change after success used to give a terminal ResultsMissing failure (the old,
+    complete Job against the new dataset's missing index). A finished PreprocessingJob is final:
+    the change is reported (SpecApplied=False, a Warning once) and the status keeps describing the
+    dataset that was written; docs/operator.md says to delete and re-apply."""
+    done = succeeded_ppj()
+    edited = {**PPJ_SPEC, **change}
+    jobs = {"lamost-preprocess": DONE_JOB} if job_still_there else {}
+    d = ppj(done.status, jobs, DatasetObservation(), raw=edited, generation=2)
+    assert d.phase == "Succeeded" and condition(d, "Failed") is None
+    assert d.create == [] and d.delete == []
+    c = condition(d, "SpecApplied")
+    assert c["status"] == "False" and c["reason"] == "SpecChangedAfterCompletion"
+    assert "delete" in c["message"] and "apply it again" in c["message"]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "SpecChangedAfterCompletion")]
+    assert (d.status["dataset"], d.status["shards"], d.status["shardsDone"], d.status["processed"]) == (
+        "lamost-dr2", 4, 4, 3600)
+    # reported once, and it stays so (also once the Job is gone)
+    again = ppj(d.status, {}, DatasetObservation(), raw=edited, generation=2)
+    assert again.events == [] and again.status == d.status and again.create == []
+
+
+def test_a_succeeded_preprocessing_job_edited_back_is_not_reported() -> None:
+    done = succeeded_ppj()
+    # suspend is no change to the work, and the same spec again (e.g. an edit reverted) is none either
+    same = ppj(done.status, {"lamost-preprocess": DONE_JOB}, DONE_DATASET, raw={**PPJ_SPEC, "suspend": True}, generation=3)
+    assert same.phase == "Succeeded" and condition(same, "SpecApplied") is None and same.events == []
+
+
+def test_changing_shards_mid_run_is_reported_and_the_status_follows_the_running_job() -> None:
+    """Defect 4: the running Indexed Job keeps the shard count it was made with; the status used to
+    report the new count (and, at the end, "8/8 shards done" for a dataset of 4)."""
+    first = ppj()
+    job = ObservedJob(name="lamost-preprocess", active=2, ready=2, succeeded=1, completions=4, created=T0, started=T0)
+    more = {**PPJ_SPEC, "shards": 8}
+    mid = ppj(first.status, {"lamost-preprocess": job}, DatasetObservation(shards_done=1, processed=900), raw=more,
+              generation=2)
+    assert mid.phase == "Running" and mid.create == [] and mid.delete == []
+    assert mid.status["shards"] == 4 and mid.status["shardsDone"] == 1 and "1/4 shards" in mid.status["message"]
+    c = condition(mid, "SpecApplied")
+    assert c["status"] == "False" and c["reason"] == "SpecChangedWhileRunning"
+    assert "4" in c["message"] and "8" in c["message"] and "shards" in c["message"]
+    assert [(e.type, e.reason) for e in mid.events] == [("Warning", "SpecChangedWhileRunning")]
+    assert ppj(mid.status, {"lamost-preprocess": job}, DatasetObservation(shards_done=1, processed=900), raw=more,
+               generation=2).events == []
+    done = ppj(mid.status, {}, DatasetObservation(complete=True, shards_done=4, processed=3600), raw=more, generation=2)
+    assert done.phase == "Succeeded"
+    assert (done.status["shards"], done.status["shardsDone"]) == (4, 4)
+    assert condition(done, "SpecApplied")["status"] == "False"  # the dataset has 4 shards, not the 8 asked for

@@ -69,6 +69,10 @@ class FakeKubelet:
         self.policy: Callable[[dict[str, Any]], str] = lambda job: "succeed"
         self.handled: dict[str, str] = {}  # job uid -> what was done
         self.ran: list[str] = []  # job names whose work ran, in order
+        self.mounted: dict[str, list[dict[str, Any]]] = {}  # job name -> the manifest ConfigMaps' data, per run
+        #: iteration -> the ``target_precision`` an evaluate Job writes (default: a rising estimate)
+        self.precision: Callable[[int], dict[str, Any]] = lambda k: {
+            "estimate": round(0.5 + 0.1 * k, 3), "low": round(0.3 + 0.1 * k, 3), "high": round(0.7 + 0.1 * k, 3)}
 
     async def run(self) -> None:
         while True:
@@ -127,7 +131,9 @@ class FakeKubelet:
         container = next(c for c in pod["containers"] if c["name"] == CONTAINER)
         for volume in pod.get("volumes", []):
             if "configMap" in volume:  # a kubelet cannot start a pod whose ConfigMap is missing
-                assert self.api.get(CONFIGMAPS, job["metadata"]["namespace"], volume["configMap"]["name"]), volume
+                configmap = self.api.get(CONFIGMAPS, job["metadata"]["namespace"], volume["configMap"]["name"])
+                assert configmap, volume
+                self.mounted.setdefault(job["metadata"]["name"], []).append(configmap.get("data") or {})
         args = container["args"]
         verb = args[1]
         if verb == "preprocess":
@@ -148,8 +154,7 @@ class FakeKubelet:
         elif verb == "evaluate":
             write_json(self.store, iteration_key(experiment, k, "metrics"), {
                 "batch_size": BATCH, "batch_labelled": BATCH, "labels_total": BATCH * (k + 1),
-                "target_precision": {"estimate": round(0.5 + 0.1 * k, 3), "low": round(0.3 + 0.1 * k, 3),
-                                     "high": round(0.7 + 0.1 * k, 3)},
+                "target_precision": self.precision(k),
                 "predicted_target_count": 40 + k,
             })
 
@@ -190,6 +195,11 @@ class Cluster:
     def job_names(self) -> list[str]:
         return sorted(j["metadata"]["name"] for j in self.api.list(JOBS, NS))
 
+    def calls(self, method: str, path_end: str) -> int:
+        """Requests the operator's own client made so far with this method, whose path ends so."""
+        return sum(1 for m, path, _, agent in self.api.calls
+                   if m == method and path.endswith(path_end) and agent.startswith("oraculum-operator/"))
+
     def jobs_created(self) -> list[str]:
         """Every Job ever added, in order (a name twice means a duplicate creation)."""
         return [new["metadata"]["name"] for _, resource, kind, _, new in self.api.log if resource == JOBS and kind == "ADDED"]
@@ -212,14 +222,15 @@ class Cluster:
         return self.status(resource, name)
 
     @contextlib.asynccontextmanager
-    async def operator(self, config: JobConfig | None = None, poll_interval: float = 0.5) -> AsyncIterator[Reconciler]:
+    async def operator(self, config: JobConfig | None = None, poll_interval: float = 0.5,
+                       store_factory: Callable[[], Any] | None = None) -> AsyncIterator[Reconciler]:
         """Start the real operator (kopf + handlers) in this event loop; stop it on exit."""
         stop, ready = asyncio.Event(), asyncio.Event()
         out: list[Reconciler] = []
         task = asyncio.create_task(operator_main(
             Settings(store=self.store.url), connection=kopf.ConnectionInfo(server=self.url),
             stop_flag=stop, ready_flag=ready, poll_interval=poll_interval, config=config or JobConfig(),
-            store_factory=lambda: self.store, reconciler_out=out))
+            store_factory=store_factory or (lambda: self.store), reconciler_out=out))
         try:
             await asyncio.wait_for(ready.wait(), 15)
             self.reconcilers.append(out[0])

@@ -214,16 +214,18 @@ def read_lrs_image_fast(data: bytes) -> Spectrum | None:
         if solution is None:
             return None
 
-        def row(index: int) -> np.ndarray:
+        def row(index: int, native: bool = True) -> np.ndarray:
+            """Row ``index`` as astropy scales it (native byte order: a copy; else, unscaled,
+            a read-only view, enough for the mask)."""
             raw = np.frombuffer(data, dtype=dtype, count=n1, offset=offset + index * n1 * dtype.itemsize)
             scaled = _scale_like_astropy(raw, bitpix, bscale, bzero)
-            return scaled.astype(scaled.dtype.newbyteorder("="))
+            return scaled.astype(scaled.dtype.newbyteorder("=")) if native else scaled
 
         lamost_rows = n2 == _ROWS
         rows = (
             row(0),
-            row(_IVAR_ROW) if lamost_rows else None,
-            row(_ANDMASK_ROW) if lamost_rows else None,
+            row(_IVAR_ROW, native=False) if lamost_rows else None,
+            row(_ANDMASK_ROW, native=False) if lamost_rows else None,
         )
         return _lrs_spectrum(rows, get, solution)
     except (Unsure, SpectrumRejected, NeedRow):

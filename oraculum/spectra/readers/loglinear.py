@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -115,10 +116,38 @@ def log_linear_solution(
     ``row`` returns the image's wavelength row, if its layout has one (None otherwise); without
     ``row``, a decision that needs it raises :class:`NeedRow`.
     """
-    raw_wcs = wcs_cards(get)
-    marked = any(is_missing_marker(value) for value in (*raw_wcs, get("CTYPE1")))
-    wcs = usable(*raw_wcs)
-    coeff = usable(get("COEFF0"), get("COEFF1"), 1)
+    cards = (*wcs_cards(get), get("CTYPE1"), get("COEFF0"), get("COEFF1"), n_pixels, plausible_A)
+    try:
+        decided = _from_header(*cards)
+    except TypeError:  # an unhashable card value (never from a FITS header): decide uncached
+        decided = _from_header.__wrapped__(*cards)
+    if not isinstance(decided, _Undecided):
+        return decided
+    if row is None:
+        raise NeedRow
+    from_row = wavelength_row(row(), plausible_A)
+    good, coeff, wcs = decided
+    if good is not None and coeff is not None:  # both plausible, but they disagree: the row decides
+        return good if from_row is not None and _row_matches(good, from_row) else coeff
+    if from_row is not None:
+        return from_row
+    return wcs  # usable but implausible (or marked): read literally; or None
+
+
+class _Undecided(tuple):
+    """(good WCS, plausible COEFF, usable WCS): the header alone does not decide."""
+
+
+@lru_cache(maxsize=256, typed=True)  # typed: CRPIX1 = T must not hit the entry of CRPIX1 = 1
+def _from_header(
+    crval: object, step: object, crpix: object, ctype: object, coeff0: object, coeff1: object,
+    n_pixels: int, plausible_A: tuple[float, float],
+) -> LogLinear | _Undecided:
+    """The decision the header cards make on their own (cached: an archive has few distinct
+    headers, and this runs for every file of the fast path)."""
+    marked = any(is_missing_marker(value) for value in (crval, step, crpix, ctype))
+    wcs = usable(crval, step, crpix)
+    coeff = usable(coeff0, coeff1, 1)
     if coeff is not None and not _plausible(coeff, n_pixels, plausible_A):
         coeff = None
     good = wcs if wcs is not None and not marked and _plausible(wcs, n_pixels, plausible_A) else None
@@ -126,11 +155,4 @@ def log_linear_solution(
         return good
     if coeff is not None and good is None:
         return coeff
-    if row is None:
-        raise NeedRow
-    from_row = wavelength_row(row(), plausible_A)
-    if good is not None and coeff is not None:  # both plausible, but they disagree: the row decides
-        return good if from_row is not None and _row_matches(good, from_row) else coeff
-    if from_row is not None:
-        return from_row
-    return wcs  # usable but implausible (or marked): read literally; or None
+    return _Undecided((good, coeff, wcs))

@@ -46,12 +46,11 @@ SDSS_BAD_MASK = sum(1 << bit for bit in SDSS_BAD_BITS.values())
 
 
 def _bits(mask: np.ndarray) -> np.ndarray:
-    """A mask row or column as integers (LAMOST images store it as floats); NaN -> all bits."""
+    """A mask row or column as integers (images store it as floats); non-finite -> all bits."""
     values = np.asarray(mask)
     if values.dtype.kind in "iub":
         return values.astype(np.int64, copy=False)
-    finite = np.isfinite(values)
-    return np.where(finite, np.nan_to_num(values), -1).astype(np.int64)
+    return np.where(np.isfinite(values), values, -1).astype(np.int64)
 
 
 def nonfinite_mask(flux: np.ndarray) -> np.ndarray:
@@ -62,12 +61,14 @@ def nonfinite_mask(flux: np.ndarray) -> np.ndarray:
 def lamost_mask(flux: np.ndarray, ivar: np.ndarray | None, andmask: np.ndarray | None) -> np.ndarray:
     """LAMOST bad pixels (module docstring): non-finite or exactly zero flux, ivar < 0 or
     non-finite, any and-mask bit. ``ivar``/``andmask`` may be None when the layout lacks them."""
-    bad = ~np.isfinite(flux) | (flux == 0)
+    bad = ~np.isfinite(flux)
+    bad |= flux == 0
     if ivar is not None:
         ivar = np.asarray(ivar)
-        bad |= ~np.isfinite(ivar) | (ivar < 0)
+        bad |= ~np.isfinite(ivar)
+        bad |= ivar < 0
     if andmask is not None:
-        bad |= _bits(andmask) != 0
+        bad |= np.asarray(andmask) != 0  # any bit (a float row in images: NaN counts as set)
     return bad
 
 
