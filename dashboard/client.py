@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -77,7 +77,7 @@ class ApiClient:
                                  headers={"User-Agent": "oraculum-dashboard"}, transport=transport)
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oraculum-dashboard-api")
         self._flux = _Lru(flux_cache)
-        self._whoami = _Lru(1000)
+        self._answers = _Lru(2000)  # short-lived answers per token: who it is, its experiments
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -102,16 +102,29 @@ class ApiClient:
 
     # -- who ------------------------------------------------------------------------------------
 
+    def _remember(self, key: tuple[Any, ...], ttl: float, load: Callable[[], Any]) -> Any:
+        hit = self._answers.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        value = load()
+        self._answers.put(key, (time.monotonic() + ttl, value))
+        return value
+
     def whoami(self, token: str | None, ttl: float = 30.0) -> dict[str, str]:
         """The token's name and role (cached for ``ttl`` seconds); raises ApiError 401 if invalid."""
         if not token:
             raise ApiError(401, "not signed in")
-        hit = self._whoami.get(token)
-        if hit is not None and hit[0] > time.monotonic():
-            return dict(hit[1])
-        me = self.get("/whoami", token)
-        self._whoami.put(token, (time.monotonic() + ttl, me))
-        return dict(me)
+        return dict(self._remember(("whoami", token), ttl, lambda: self.get("/whoami", token)))
+
+    def experiment_names(self, token: str | None, ttl: float = 5.0) -> frozenset[str]:
+        """The names of the experiments the API lists for this token (cached for ``ttl`` seconds)."""
+        return self._remember(("names", token), ttl, lambda: frozenset(
+            str(entry.get("name")) for entry in self.get("/experiments", token) if isinstance(entry, dict)))
+
+    def experiment_dataset(self, token: str | None, name: str, ttl: float = 60.0) -> str:
+        """The dataset of experiment ``name`` as the API tells (its spec; cached for ``ttl`` seconds)."""
+        return self._remember(("dataset", token, name), ttl, lambda: str(
+            (self.get(f"/experiments/{name}", token).get("spec") or {}).get("dataset") or ""))
 
     # -- spectra --------------------------------------------------------------------------------
 

@@ -26,7 +26,13 @@ class DashboardSettings(BaseSettings):
     dashboard_cookie_secure: Literal["auto", "always", "never"] = Field(
         "auto", description="Secure flag of the login cookie: auto sets it when the request came over HTTPS "
                             "(X-Forwarded-Proto from the ingress counts).")
-    dashboard_session_hours: float = Field(12.0, gt=0, le=24 * 90, description="How long a login lasts.")
+    dashboard_session_hours: float = Field(8.0, gt=0, le=24 * 90, description="How long a sign-in lasts at most.")
+    dashboard_session_idle_minutes: float = Field(
+        120.0, gt=0, description="A sign-in not used for this long ends (every page and label save uses it).")
+    dashboard_session_file: str = Field(
+        "", description="SQLite file of the sign-in sessions (the API tokens stay on the server; the browser "
+                        "holds a random session id). Shared by the gunicorn workers that use the same file. "
+                        "Empty: a file of this user's own in the temporary directory.")
     dashboard_api_timeout: float = Field(30.0, gt=0, description="Timeout of one API request (seconds).")
     dashboard_events_seconds: float = Field(
         300.0, gt=1, description="How long one proxied event stream lasts before the browser reconnects "

@@ -42,7 +42,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 def build_registry(reconciler: Reconciler, login: Callable[[], kopf.ConnectionInfo],
-                   poll_interval: float = 30.0) -> kopf.OperatorRegistry:
+                   poll_interval: float | None = None) -> kopf.OperatorRegistry:
     """A fresh registry with every handler (a function, so tests can start several operators)."""
     registry = kopf.OperatorRegistry()
     background: dict[str, asyncio.Task[None]] = {}
@@ -65,12 +65,12 @@ def build_registry(reconciler: Reconciler, login: Callable[[], kopf.ConnectionIn
         await reconciler.client.close()
 
     @kopf.on.event(*EXPERIMENTS, id="experiment-event", registry=registry)
-    async def experiment_event(type: str | None, name: str, namespace: str, **_: Any) -> None:
-        await _reconcile(reconciler, "ActiveLearningExperiment", type, namespace, name)
+    async def experiment_event(type: str | None, name: str, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+        await _reconcile(reconciler, "ActiveLearningExperiment", type, namespace, name, meta.get("resourceVersion"))
 
     @kopf.on.event(*PREPROCESSING, id="preprocessing-event", registry=registry)
-    async def preprocessing_event(type: str | None, name: str, namespace: str, **_: Any) -> None:
-        await _reconcile(reconciler, "PreprocessingJob", type, namespace, name)
+    async def preprocessing_event(type: str | None, name: str, namespace: str, meta: kopf.Meta, **_: Any) -> None:
+        await _reconcile(reconciler, "PreprocessingJob", type, namespace, name, meta.get("resourceVersion"))
 
     @kopf.on.event(*JOBS, labels={"app.kubernetes.io/managed-by": MANAGED_BY}, id="child-job-event", registry=registry)
     async def child_job_event(body: kopf.Body, **_: Any) -> None:
@@ -81,8 +81,12 @@ def build_registry(reconciler: Reconciler, login: Callable[[], kopf.ConnectionIn
     return registry
 
 
-async def _reconcile(reconciler: Reconciler, kind: str, event: str | None, namespace: str, name: str) -> None:
+async def _reconcile(reconciler: Reconciler, kind: str, event: str | None, namespace: str, name: str,
+                     resource_version: str | None = None) -> None:
+    key = (kind, namespace, name)
     if event == "DELETED":
-        reconciler.forget((kind, namespace, name))  # children go with it (owner references)
+        reconciler.forget(key)  # children go with it (owner references)
         return
+    if reconciler.own_write(key, resource_version):
+        return  # the echo of the reconciler's own status write: what it shows was just decided
     await reconciler.reconcile(kind, namespace, name)

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         None, description="S3 secret key; falls back to AWS_SECRET_ACCESS_KEY."
     )
     s3_region: str | None = Field(None, description="S3 region, if the endpoint needs one.")
+    s3_timeout: float = Field(
+        300.0, gt=0, le=3600, description="Seconds an S3 request may take to connect, and to answer (each)."
+    )
+    s3_retries: int = Field(
+        5, ge=0, le=20, description="Retries of an S3 request that failed to connect or got a 5xx answer."
+    )
     redis_url: str | None = Field(
         None, description="Redis URL for live state; unset means in-process state."
     )

@@ -37,6 +37,27 @@ class KeyNotFound(StoreError, KeyError):
         return str(self.args[0]) if self.args else "key not found"
 
 
+def unreachable_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean "the store could not be read", whichever backend raised them:
+    :class:`StoreError`, :class:`OSError` (a local folder, a refused or reset connection) and the S3
+    client's own transport and server errors (urllib3's connection, timeout and retry errors,
+    minio's S3Error, ServerError and InvalidResponseError), which it raises as they are."""
+    found: list[type[Exception]] = [StoreError, OSError]
+    try:
+        from urllib3.exceptions import HTTPError as TransportError
+
+        found.append(TransportError)
+    except ImportError:  # pragma: no cover - urllib3 comes with minio
+        pass
+    try:
+        from minio.error import MinioException
+
+        found.append(MinioException)
+    except ImportError:  # pragma: no cover - the embedded default needs no minio
+        pass
+    return tuple(found)
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """One listed object: its key relative to the store root and its size in bytes."""
@@ -196,19 +217,19 @@ class LocalStore(ObjectStore):
         return count
 
 
-def _http_pool(connections: int = 64) -> object:
+def _http_pool(connections: int = 64, timeout: float = 300.0, retries: int = 5) -> object:
     """minio's default HTTP pool, but keeping up to ``connections`` connections per host: a
     server (the API gateway) calls the store from many threads at once, and minio's default of
-    10 would open and drop a connection for each request beyond that."""
+    10 would open and drop a connection for each request beyond that. ``timeout`` (connect and
+    read, seconds) and ``retries`` come from the settings (``s3_timeout``, ``s3_retries``)."""
     import certifi
     import urllib3
     from urllib3.util import Retry, Timeout
 
-    timeout = 300
     return urllib3.PoolManager(
         timeout=Timeout(connect=timeout, read=timeout), maxsize=connections,
         cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        retries=Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
 
 
@@ -237,7 +258,7 @@ class S3Store(ObjectStore):
             secret_key=secret_key,
             secure=endpoint.scheme == "https",
             region=settings.s3_region,
-            http_client=_http_pool(),
+            http_client=_http_pool(timeout=settings.s3_timeout, retries=settings.s3_retries),
         )
         self.bucket = bucket
         self.prefix = prefix.strip("/")

@@ -132,6 +132,7 @@ def progress_bar(enabled: bool, description: str, unit: str = "file", also: Call
         return (also or (lambda done, total: None)), (lambda: None)
     from tqdm import tqdm
 
+    tqdm.monitor_interval = 0  # no monitor thread: a process with one thread may fork its workers
     bar: dict[str, Any] = {}
 
     def update(done: int, total: int) -> None:

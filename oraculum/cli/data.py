@@ -99,7 +99,14 @@ def _parameters(**values: Any) -> Any:
 )
 @click.option(
     "--workers", "-j", type=click.IntRange(min=1), default=None,
-    help="Worker processes for the shards (default: the CPUs available).",
+    help="Worker processes, one pool for all shards, fed chunks of files (default: the CPUs available, "
+    "within the CPU quota; 1 with --shard, where the pods are the parallelism).",
+)
+@click.option(
+    "--start-method", type=click.Choice(["auto", "fork", "forkserver", "spawn", "thread"]), default="auto",
+    show_default=True,
+    help="How the worker pool starts: auto forks this process when it runs one thread, else a fork server "
+    "with the readers preloaded; thread runs the workers as threads.",
 )
 @click.option(
     "--glob", "patterns", multiple=True, metavar="PATTERN",
@@ -109,7 +116,7 @@ def _parameters(**values: Any) -> Any:
 @grid_options
 @pass_context
 def preprocess(ctx: Context, source: str, dataset: str, shard: str | None, shards: int | None,
-               workers: int | None, patterns: tuple[str, ...], **grid: Any) -> None:
+               workers: int | None, start_method: str, patterns: tuple[str, ...], **grid: Any) -> None:
     """Preprocess raw spectra in SOURCE into a sharded dataset.
 
     SOURCE is a folder (searched recursively), a single file, s3://bucket/prefix, or
@@ -143,7 +150,8 @@ def preprocess(ctx: Context, source: str, dataset: str, shard: str | None, shard
                 patterns=patterns or None,
                 shard=shard_spec[0] if shard_spec else None,
                 shards=shard_spec[1] if shard_spec else shards,
-                workers=workers or environment_worker_count(),
+                workers=workers or (1 if shard_spec else environment_worker_count()),
+                start_method=start_method,
                 progress=update,
                 fetch_progress=fetch_update,
             )

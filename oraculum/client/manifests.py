@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
+from oraculum.safe_parse import DocumentError, load_yaml_all
 
 __all__ = ["KINDS", "plural", "read_manifest", "spec_differences"]
 
@@ -57,9 +57,9 @@ def read_manifest(manifest: dict[str, Any] | str | os.PathLike[str]) -> dict[str
         raise ValueError(f"manifest {text!r}: no such file (nor a manifest); give an existing YAML/JSON file, "
                          "the manifest's YAML text, or a dict")
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        raise ValueError(f"{origin}: not YAML or JSON: {error}") from None
+        documents = load_yaml_all(text, origin)
+    except DocumentError as error:  # the same wording as before the safe loader: YAML or JSON is accepted
+        raise ValueError(str(error).replace(": not valid YAML:", ": not YAML or JSON:", 1)) from None
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise ValueError(f"{origin}: expected exactly one manifest (a mapping), found {len(documents)} document(s)")
     return documents[0]

@@ -21,13 +21,21 @@ __all__ = [
     "Event",
     "ExperimentObservation",
     "IterationObservation",
+    "JobOutcome",
     "ObjectRef",
     "ObservedJob",
+    "Refusal",
+    "SPEC_HASH_ANNOTATION",
+    "controller_uid",
     "labels_submitted_from_annotations",
+    "parse_time",
 ]
 
 #: Set by the API on an ActiveLearningExperiment once the oracle submits iteration K's labels.
 LABELS_SUBMITTED_ANNOTATION = "oraculum.dev/labels-submitted"
+#: On every child Job: the hash of the spec it was built from (:func:`oraculum.control.jobs.spec_digest`),
+#: so a later look can tell whether the running Job still does what the spec asks.
+SPEC_HASH_ANNOTATION = "oraculum.dev/spec-hash"
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,7 +55,8 @@ class ObjectRef:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time of the API (``...Z``) as an aware datetime; None when absent or unreadable."""
     if not value:
         return None
     if isinstance(value, datetime):
@@ -77,6 +86,11 @@ class ObservedJob:
     started: datetime | None = None
     pending_message: str = ""
     deleting: bool = False
+    #: uid of the Job's controlling owner: "" when it has none (orphaned), None when the runtime does not
+    #: say (then the Job is taken as the resource's own). A Job owned by another uid is a leftover of an
+    #: earlier resource of the same name, never this resource's (matching by label alone adopted it).
+    owner_uid: str | None = None
+    spec_hash: str = ""  # SPEC_HASH_ANNOTATION: the spec the Job was built from ("" if unknown)
 
     @classmethod
     def from_manifest(cls, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> "ObservedJob":
@@ -106,11 +120,26 @@ class ObservedJob:
             failed_reason=(failed.get("reason") or "Failed") if failed is not None else None,
             failed_message=(failed.get("message") or "") if failed is not None else "",
             suspended=bool(spec.get("suspend")),
-            created=_parse_time(meta.get("creationTimestamp")),
-            started=_parse_time(status.get("startTime")),
+            created=parse_time(meta.get("creationTimestamp")),
+            started=parse_time(status.get("startTime")),
             pending_message=pending,
             deleting=bool(meta.get("deletionTimestamp")),
+            owner_uid=controller_uid(meta.get("ownerReferences") or []),
+            spec_hash=str((meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION) or ""),
         )
+
+    def owned_by(self, uid: str) -> bool:
+        """Whether this Job belongs to the resource with ``uid`` (unknown owners and uids count as yes)."""
+        return self.owner_uid is None or not uid or self.owner_uid == uid
+
+
+def controller_uid(owners: Sequence[Mapping[str, Any]]) -> str:
+    """The uid of the controlling owner reference ("" if none): what ties a child to one resource,
+    where its labels only name the resource (and a resource made again with that name is another)."""
+    for owner in owners:
+        if owner.get("controller"):
+            return str(owner.get("uid") or "")
+    return str(owners[0].get("uid") or "") if owners else ""
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,7 @@ class ExperimentObservation:
 class DatasetObservation:
     """The store's side of a PreprocessingJob: its dataset's shards and index."""
 
+    dataset: str = ""  # the dataset looked at ("" = the spec's)
     complete: bool = False
     shards_done: int = 0
     processed: int = 0
@@ -178,9 +208,33 @@ class Event:
     message: str
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """The runtime's world refused to create a child (on a cluster: the API server's 400, 403 or 422,
+    e.g. an invalid Job, a quota, a namespace being deleted): asking again at once cannot help."""
+
+    kind: str
+    name: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A child Job's step that ended in this decision (counted by the operator's metrics)."""
+
+    name: str
+    purpose: str
+    outcome: Literal["succeeded", "failed", "vanished", "rejected"]
+
+
 @dataclass
 class Decision:
-    """What to do: carry out in order create, delete, suspend/resume, then write the status."""
+    """What to do: carry out in order create, delete, suspend/resume, then write the status.
+
+    ``requeue_after``: look again within this many seconds (sooner than the runtime's periodic
+    look). ``backoff``: look again no sooner than this, unless the resource itself changes (a
+    refused Job, an unreachable store: asking again at once only adds load).
+    """
 
     status: dict[str, Any]
     create: list[dict[str, Any]] = field(default_factory=list)
@@ -188,6 +242,8 @@ class Decision:
     suspend: dict[str, bool] = field(default_factory=dict)  # Job name -> spec.suspend
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    backoff: float | None = None
+    outcomes: list[JobOutcome] = field(default_factory=list)
 
     @property
     def phase(self) -> str:

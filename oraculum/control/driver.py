@@ -20,9 +20,10 @@ same coroutine to its end in one go, without one.
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,17 +36,19 @@ from oraculum.control.decision import (
     ExperimentObservation,
     ObjectRef,
     ObservedJob,
+    Refusal,
     labels_submitted_from_annotations,
 )
 from oraculum.control.jobs import LABEL_EXPERIMENT, LABEL_PPJ, JobConfig
 from oraculum.control.observe import observe_dataset, observe_experiment
 from oraculum.control.reconcile import reconcile_experiment, reconcile_preprocessing
 from oraculum.manifests import ExperimentSpec, PreprocessingJobSpec
-from oraculum.store import ObjectStore, StoreError
+from oraculum.store import ObjectStore, unreachable_errors
 
 __all__ = [
     "CHILD_LABELS",
     "Observed",
+    "Refused",
     "Resource",
     "Runtime",
     "apply",
@@ -94,6 +97,13 @@ class Resource:
         return CHILD_LABELS[self.ref.kind], self.ref.name
 
 
+class Refused(Exception):
+    """Raised by :meth:`Runtime.create` when the runtime's world refuses the object for good (on a
+    cluster: the API server's 400, 403 or 422 -- an invalid Job, a quota, RBAC, a namespace being
+    deleted). The message is the refusal as the server put it; the driver reports it on the
+    resource and asks again only after a back-off (:class:`~oraculum.control.decision.Refusal`)."""
+
+
 class Runtime(ABC):
     """The runtime's side of a reconcile: where child objects live and where status goes.
 
@@ -124,7 +134,8 @@ class Runtime(ABC):
     @abstractmethod
     async def create(self, resource: Resource, obj: dict[str, Any]) -> bool:
         """Create a child (a Job or a ConfigMap); False when it exists already, which is not an
-        error: names are deterministic, so it is this step's own object from an earlier look."""
+        error: names are deterministic, so it is this step's own object from an earlier look.
+        Raises :class:`Refused` when the world refuses it for a reason asking again cannot fix."""
 
     @abstractmethod
     async def delete_job(self, resource: Resource, name: str) -> None:
@@ -150,14 +161,32 @@ class Observed:
 
     jobs: dict[str, ObservedJob]
     store: ExperimentObservation | DatasetObservation | None  # None: invalid spec, or store unreadable
+    store_error: str | None = None  # why the store could not be read
+    refused: Refusal | None = None  # a child refused in this look (set by drive)
+
+
+def describe_error(error: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an error, the same from one look to the next (no object addresses)."""
+    text = re.sub(r" object at 0x[0-9a-fA-F]+", "", f"{type(error).__name__}: {error}")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def observed_dataset(resource: Resource, spec: PreprocessingJobSpec) -> str:
+    """The dataset a PreprocessingJob's work writes: the status's while it has Jobs (a running Job
+    keeps the spec it was made with, see :func:`~oraculum.control.reconcile.reconcile_preprocessing`),
+    the spec's otherwise."""
+    status = resource.status or {}
+    return str(status.get("dataset") or spec.dataset) if status.get("jobs") else spec.dataset
 
 
 async def observe(resource: Resource, runtime: Runtime) -> Observed:
     """Read what the decision needs: the child Jobs, and what the store holds for the resource.
 
     An invalid spec is not looked up in the store (the decision reports it before anything
-    else), and a store that cannot be read gives None, which the decision reports as a condition
-    and retries: a store outage is a state of the world, not a crash of the runtime.
+    else), and a store that cannot be read gives None and the reason, which the decision reports
+    as a condition and retries: a store outage (the S3 client's connection and timeout errors
+    included) is a state of the world, not a crash of the runtime. Any other error is a bug and
+    is raised.
     """
     jobs = await runtime.child_jobs(resource)
     read: Callable[[], ExperimentObservation | DatasetObservation] | None = None
@@ -171,37 +200,46 @@ async def observe(resource: Resource, runtime: Runtime) -> Observed:
         read = lambda: observe_experiment(runtime.store, resource.ref.name, spec, iteration, submitted)  # noqa: E731
     else:
         try:
-            dataset = PreprocessingJobSpec.model_validate(resource.spec).dataset
+            dataset = observed_dataset(resource, PreprocessingJobSpec.model_validate(resource.spec))
         except ValidationError:
             return Observed(jobs, None)
         read = lambda: observe_dataset(runtime.store, dataset)  # noqa: E731
     try:
         return Observed(jobs, await runtime.read_store(read))
-    except (StoreError, OSError) as error:
+    except unreachable_errors() as error:
         log.warning("%s %s: cannot read the store: %s", resource.ref.kind, resource.ref.name, error)
-        return Observed(jobs, None)
+        return Observed(jobs, None, store_error=describe_error(error))
 
 
 def decide(resource: Resource, observed: Observed, now: datetime, config: JobConfig) -> Decision:
     """The state machine of the resource's kind, on what was observed (pure)."""
     ref, spec, status = resource.ref, resource.spec, resource.status
+    extra: dict[str, Any] = {"store_error": observed.store_error, "refused": observed.refused}
     if ref.kind == "ActiveLearningExperiment":
         assert observed.store is None or isinstance(observed.store, ExperimentObservation)
-        return reconcile_experiment(ref, spec, status, observed.jobs, observed.store, now, config)
+        return reconcile_experiment(ref, spec, status, observed.jobs, observed.store, now, config, **extra)
     assert observed.store is None or isinstance(observed.store, DatasetObservation)
-    return reconcile_preprocessing(ref, spec, status, observed.jobs, observed.store, now, config)
+    return reconcile_preprocessing(ref, spec, status, observed.jobs, observed.store, now, config, **extra)
 
 
-async def apply(resource: Resource, decision: Decision, runtime: Runtime) -> None:
+async def apply(resource: Resource, decision: Decision, runtime: Runtime) -> Refusal | None:
     """Carry the decision out, in the one order both runtimes rely on.
 
     Children first (create, then delete, then suspend or resume), so the status written next
     describes objects that exist. The status only when it changed (an unchanged look writes
     nothing, and on a cluster wakes no watcher). Events last, once the status is stored: a runtime
     that fails or retries before that posts nothing, so no Event is ever told twice.
+
+    A child the runtime refuses (:class:`Refused`) stops the decision there, before anything else
+    is done, and is returned: the decision was made believing it would exist (:func:`drive`
+    decides again knowing it does not).
     """
     for obj in decision.create:
-        await runtime.create(resource, obj)
+        try:
+            await runtime.create(resource, obj)
+        except Refused as error:
+            meta = obj.get("metadata") or {}
+            return Refusal(kind=str(obj.get("kind")), name=str(meta.get("name")), message=str(error))
     for name in decision.delete:
         await runtime.delete_job(resource, name)
     for name, suspended in decision.suspend.items():
@@ -210,14 +248,28 @@ async def apply(resource: Resource, decision: Decision, runtime: Runtime) -> Non
         await runtime.write_status(resource, decision.status)
     for event in decision.events:
         await runtime.post_event(resource, event)
+    return None
 
 
 async def drive(resource: Resource, runtime: Runtime) -> Decision:
     """One reconcile of ``resource``: observe, decide, apply; returns the decision carried out
-    (its ``requeue_after`` says when the runtime should look again)."""
+    (its ``requeue_after`` and ``backoff`` say when the runtime should look again).
+
+    When a child is refused, the same observation is decided again with the refusal in it: the
+    state machine then reports it (a condition, a Warning) and asks for nothing of that step, and
+    that decision is carried out instead. Objects created before the refusal (e.g. an iteration's
+    ConfigMap) stay: they are asked for again with the step, and 409 finds them.
+    """
     observed = await observe(resource, runtime)
-    decision = decide(resource, observed, runtime.now(), runtime.config)
-    await apply(resource, decision, runtime)
+    now = runtime.now()
+    decision = decide(resource, observed, now, runtime.config)
+    refusal = await apply(resource, decision, runtime)
+    if refusal is not None:
+        decision = decide(resource, replace(observed, refused=refusal), now, runtime.config)
+        again = await apply(resource, decision, runtime)
+        if again is not None:  # a child the first decision did not ask for: report it at the next look
+            log.warning("%s %s: %s %s refused as well: %s", resource.ref.kind, resource.ref.name, again.kind,
+                        again.name, again.message)
     return decision
 
 

@@ -8,6 +8,8 @@ What every Job gets, and why:
 
 * a deterministic name (``<experiment>-iter-<k>``, ``<ppj>-preprocess``): a retried or restarted
   reconcile creates the same name again and HTTP 409 tells it the Job already exists;
+* the hash of the spec it was built from (annotation ``oraculum.dev/spec-hash``), so a later look
+  can tell a Job that still does what the spec asks from one made before an edit;
 * an owner reference to its resource, so deleting the resource deletes its Jobs (Kubernetes'
   garbage collector; no finalizer that could get stuck when the operator is gone);
 * ``ttlSecondsAfterFinished`` (finished Jobs do not pile up; the store keeps the results),
@@ -27,13 +29,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oraculum import __version__
+from oraculum.control.decision import SPEC_HASH_ANNOTATION
 from oraculum.manifests import API_VERSION, ExperimentSpec, PreprocessingJobSpec, ResourcesSpec
 from oraculum.progress import ENV_API_URL, ENV_JOB, ENV_KIND, ENV_NAME, ENV_TOKEN
 
@@ -52,11 +56,13 @@ __all__ = [
     "experiment_job",
     "experiment_job_name",
     "manifest_configmap",
+    "manifest_configmap_name",
     "merge_pod_template",
     "owner_reference",
     "preprocess_job",
     "preprocess_job_name",
     "progress_env",
+    "spec_digest",
 ]
 
 #: Labels on every child object; the operator finds its Jobs with these selectors.
@@ -148,6 +154,23 @@ def experiment_job_name(experiment: str, purpose: str, iteration: int) -> str:
 
 def preprocess_job_name(ppj: str) -> str:
     return child_name(ppj, "-preprocess")
+
+
+def spec_digest(spec: BaseModel, salt: str = "") -> str:
+    """A short hash of what a spec asks a Job to do: the validated spec in its canonical form,
+    without ``suspend`` (pausing changes no Job's work), optionally salted (e.g. with the owner's uid)."""
+    document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document.pop("suspend", None)
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{salt}\n{text}".encode()).hexdigest()[:10]
+
+
+def manifest_configmap_name(experiment: str, uid: str, spec: ExperimentSpec, iteration: int) -> str:
+    """``<experiment>-iter-<k>-<hash>``: the hash of the spec and the experiment's uid, so that a
+    retry after a spec change (or a new experiment of the same name) mounts its own manifest and
+    never the one an earlier attempt left behind, while the same spec asks for the same ConfigMap
+    again (409: it is there, with this very content)."""
+    return child_name(experiment, f"-iter-{iteration}-{spec_digest(spec, uid)}")
 
 
 def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -285,9 +308,10 @@ def _pod_template(
 
 def _job(
     name: str, namespace: str | None, labels: dict[str, str], owner: dict[str, Any], template: dict[str, Any],
-    config: JobConfig, deadline: int, extra_spec: dict[str, Any] | None = None,
+    config: JobConfig, deadline: int, spec_hash: str, extra_spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "labels": dict(labels), "ownerReferences": [owner]}
+    metadata: dict[str, Any] = {"name": name, "labels": dict(labels), "annotations": {SPEC_HASH_ANNOTATION: spec_hash},
+                                "ownerReferences": [owner]}
     if namespace:
         metadata["namespace"] = namespace
     spec: dict[str, Any] = {
@@ -312,8 +336,9 @@ def manifest_configmap(
 ) -> dict[str, Any]:
     """The experiment manifest an iteration's pods read (``MANIFEST_MOUNT/MANIFEST_FILE``).
 
-    One per iteration, named like its Job: the spec the iteration ran with stays visible, and
-    editing the experiment never changes the input of a Job that is already running.
+    One per iteration and spec (:func:`manifest_configmap_name`): a Job reads the spec as it was
+    when the Job was made, editing the experiment never changes the input of a Job that is already
+    running, and each attempt's spec stays visible beside it.
     """
     document = {
         "apiVersion": API_VERSION,
@@ -322,7 +347,7 @@ def manifest_configmap(
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     metadata: dict[str, Any] = {
-        "name": experiment_job_name(experiment, "iterate", iteration),
+        "name": manifest_configmap_name(experiment, uid, spec, iteration),
         "labels": _labels(LABEL_EXPERIMENT, experiment, "manifest", iteration),
         "ownerReferences": [owner_reference("ActiveLearningExperiment", experiment, uid)],
     }
@@ -360,12 +385,12 @@ def experiment_job(
     else:  # light steps: no GPU, but the same placement rules (the store may only be reachable there)
         resources = spec.resources.model_copy(update={"gpu": 0, "cpu": "250m", "memory": "1Gi"})
         deadline = config.step_deadline_seconds
-    volumes = [{"name": "manifest", "configMap": {"name": experiment_job_name(experiment, "iterate", iteration)}}]
+    volumes = [{"name": "manifest", "configMap": {"name": manifest_configmap_name(experiment, uid, spec, iteration)}}]
     mounts = [{"name": "manifest", "mountPath": MANIFEST_MOUNT, "readOnly": True}]
     env = progress_env(config, "ActiveLearningExperiment", experiment, name)
     template = _pod_template(config, resources, args, labels, env, volumes, mounts)
     owner = owner_reference("ActiveLearningExperiment", experiment, uid)
-    return _job(name, namespace, labels, owner, template, config, deadline)
+    return _job(name, namespace, labels, owner, template, config, deadline, spec_digest(spec))
 
 
 def preprocess_job(
@@ -406,7 +431,8 @@ def preprocess_job(
         "parallelism": min(spec.parallelism, spec.shards),
         "backoffLimitPerIndex": config.backoff_limit,
     }
-    job = _job(name, namespace, labels, owner, template, config, config.preprocess_deadline_seconds, extra)
+    job = _job(name, namespace, labels, owner, template, config, config.preprocess_deadline_seconds, spec_digest(spec),
+               extra)
     # backoffLimitPerIndex replaces the Job-wide limit (both may not be mixed meaningfully)
     job["spec"].pop("backoffLimit")
     return job

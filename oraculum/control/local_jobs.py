@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from oraculum.control.decision import ObservedJob
+from oraculum.control.decision import SPEC_HASH_ANNOTATION, ObservedJob, controller_uid
 from oraculum.control.jobs import CONTAINER, POD_ONLY_ENV
 from oraculum.settings import Settings
 
@@ -82,6 +82,7 @@ class _LocalJob:
         return len(self.succeeded) >= self.completions
 
     def observed(self) -> ObservedJob:
+        meta = self.manifest["metadata"]
         return ObservedJob(
             name=self.name,
             active=len(self.running),
@@ -95,6 +96,8 @@ class _LocalJob:
             suspended=self.suspended,
             created=self.created,
             started=self.started,
+            owner_uid=controller_uid(meta.get("ownerReferences") or []),
+            spec_hash=str((meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION) or ""),
         )
 
 

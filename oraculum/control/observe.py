@@ -143,8 +143,8 @@ def observe_dataset(store: ObjectStore, dataset: str) -> DatasetObservation:
     if complete:
         index = _json(store, index_key(dataset)) or {}
         return DatasetObservation(
-            complete=True, shards_done=len(index.get("shards", [])), processed=int(index.get("count", 0)),
-            rejected=int(index.get("rejected", 0)),
+            dataset=dataset, complete=True, shards_done=len(index.get("shards", [])),
+            processed=int(index.get("count", 0)), rejected=int(index.get("rejected", 0)),
         )
     shards = processed = rejected = 0
     for info in store.list(prefix):
@@ -154,4 +154,4 @@ def observe_dataset(store: ObjectStore, dataset: str) -> DatasetObservation:
             shards += 1
             processed += int(manifest.get("count", 0))
             rejected += int(manifest.get("rejected", 0))
-    return DatasetObservation(complete=False, shards_done=shards, processed=processed, rejected=rejected)
+    return DatasetObservation(dataset=dataset, complete=False, shards_done=shards, processed=processed, rejected=rejected)

@@ -54,6 +54,7 @@ from oraculum.control.decision import (
     IterationObservation,
     ObjectRef,
     ObservedJob,
+    Refusal,
     labels_submitted_from_annotations,
 )
 from oraculum.control.jobs import (
@@ -63,9 +64,10 @@ from oraculum.control.jobs import (
     manifest_configmap,
     preprocess_job,
     preprocess_job_name,
+    spec_digest,
 )
 from oraculum.control.stopping import StopReason, next_batch_labels, stopping_reason
-from oraculum.control.transitions import StepOutcome, begin, fail, finish, job_step
+from oraculum.control.transitions import StatusDraft, StepOutcome, begin, fail, finish, job_step
 from oraculum.manifests import (
     BatchStatus,
     EstimateStatus,
@@ -81,6 +83,11 @@ from oraculum.manifests import (
 __all__ = ["reconcile_experiment", "reconcile_preprocessing"]
 __all__ += _decision.__all__
 __all__ += _stopping.__all__
+
+
+def _unreadable(observation: object | None, store_error: str | None) -> str | None:
+    """Why the store could not be read (None: it could)."""
+    return None if observation is not None else (store_error or "no observation of the store")
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,14 +121,19 @@ def reconcile_experiment(
     observation: ExperimentObservation | None,
     now: datetime,
     config: JobConfig | None = None,
+    *,
+    store_error: str | None = None,
+    refused: Refusal | None = None,
 ) -> Decision:
     """One reconcile of an ActiveLearningExperiment (see the module docstring).
 
-    ``observation`` describes ``status.iteration`` (None when the store could not be read: the
-    decision then only reports that). ``jobs`` maps Job names to what is seen of them.
+    ``observation`` describes ``status.iteration`` (None when the store could not be read, and
+    ``store_error`` says why: the decision then only reports that). ``jobs`` maps Job names to what
+    is seen of them. ``refused``: a child the runtime's world refused to create in this look.
     """
     config = config or JobConfig()
-    s, decision, spec = begin(ExperimentSpec, ExperimentStatus, ref, raw_spec, status, now, observation is None)
+    s, decision, spec = begin(ExperimentSpec, ExperimentStatus, ref, raw_spec, status, now,
+                              _unreadable(observation, store_error), refused)
     if spec is None:
         return finish(s, decision)
     old = s.old
@@ -270,6 +282,37 @@ def reconcile_experiment(
 # --------------------------------------------------------------------------------------------
 
 
+def _changes(old: PreprocessingJobStatus, spec: PreprocessingJobSpec, job_shards: int) -> str:
+    """What is known to differ between the dataset being (or already) written and the spec."""
+    found = []
+    if old.dataset and old.dataset != spec.dataset:
+        found.append(f"dataset {old.dataset!r} -> {spec.dataset!r}")
+    if job_shards and job_shards != spec.shards:
+        found.append(f"shards {job_shards} -> {spec.shards}")
+    return ", ".join(found) or "e.g. its source, grid, normalisation or parallelism"
+
+
+def _changed_after_completion(s: StatusDraft, ref: ObjectRef, spec: PreprocessingJobSpec, job: ObservedJob | None,
+                              wanted: str) -> bool:
+    """Whether a Succeeded PreprocessingJob's spec is no longer the one its dataset was written with.
+
+    The finished Job says so while it exists (its spec hash); once its TTL removed it, a spec
+    generation newer than the success, or a change already reported, does (the status has no
+    room for the hash, so an edit reverted after the Job is gone still counts as a change).
+    """
+    if job is not None and not job.deleting and job.spec_hash:
+        return job.spec_hash != wanted
+    if job is not None and not job.deleting and job.completions != spec.shards:
+        return True
+    if s.old.dataset and s.old.dataset != spec.dataset:
+        return True
+    applied = s.old_condition("SpecApplied")
+    if applied is not None and applied.status == "False":
+        return True
+    succeeded = s.old_condition("Succeeded")
+    return succeeded is not None and (succeeded.observed_generation or 0) < ref.generation
+
+
 def reconcile_preprocessing(
     ref: ObjectRef,
     raw_spec: Mapping[str, Any],
@@ -278,49 +321,91 @@ def reconcile_preprocessing(
     observation: DatasetObservation | None,
     now: datetime,
     config: JobConfig | None = None,
+    *,
+    store_error: str | None = None,
+    refused: Refusal | None = None,
 ) -> Decision:
-    """One reconcile of a PreprocessingJob (see the module docstring)."""
+    """One reconcile of a PreprocessingJob (see the module docstring).
+
+    A PreprocessingJob runs the spec it had when its Job was made: an Indexed Job cannot change
+    its shards, source or grid while it runs, and a finished dataset is final (experiments may be
+    reading it). A spec changed while the Job runs, or after it finished, is therefore reported
+    (condition ``SpecApplied=False``, one Warning event), never silently ignored; the status keeps
+    describing the dataset really being written (its name and shard count are the Job's). To apply
+    such a change the resource is deleted and applied again (docs/operator.md). A Failed one is
+    retried with the new spec like an experiment.
+    """
     config = config or JobConfig()
-    s, decision, spec = begin(PreprocessingJobSpec, PreprocessingJobStatus, ref, raw_spec, status, now, observation is None)
+    s, decision, spec = begin(PreprocessingJobSpec, PreprocessingJobStatus, ref, raw_spec, status, now,
+                              _unreadable(observation, store_error), refused)
     if spec is None:
         return finish(s, decision)
     old = s.old
-
-    s.new.dataset = spec.dataset
-    s.new.shards = spec.shards
-    s.new.shards_done = min(observation.shards_done, spec.shards)
-    s.new.processed = observation.processed
-    s.new.rejected = observation.rejected
     name = preprocess_job_name(ref.name)
-    describe = f"preprocess {spec.source.location()} into dataset {spec.dataset!r} ({spec.shards} shard(s))"
+    observed = jobs.get(name)
+    own = observed if observed is not None and observed.owned_by(ref.uid) else None
+    wanted = spec_digest(spec)
+
     if not spec.suspend and (c := s.old_condition("Suspended")) is not None and c.status == "True":
         s.condition("Suspended", False, "Resumed", "spec.suspend was cleared")
         s.event("Normal", "Resumed", "resumed")
+
+    # a finished PreprocessingJob is final: a later edit is reported, the status stays that of the dataset
+    if old.phase == "Succeeded" and _changed_after_completion(s, ref, spec, own, wanted):
+        note = (f"the spec changed after dataset {old.dataset!r} was complete ({_changes(old, spec, old.shards)}); "
+                "a finished PreprocessingJob does not run again, so the change is not applied: to rebuild, "
+                "delete this PreprocessingJob and apply it again (under a new dataset name to keep the old dataset)")
+        if s.condition("SpecApplied", False, "SpecChangedAfterCompletion", note):
+            s.event("Warning", "SpecChangedAfterCompletion", note)
+        return finish(s, decision)
+
+    # the Job that runs (or ran) may have been made from an earlier spec: the status follows the Job
+    live = own is not None and not own.deleting
+    other = live and (own.spec_hash != wanted if own.spec_hash else own.completions != spec.shards)  # type: ignore[union-attr]
+    dataset = (old.dataset or spec.dataset) if other else spec.dataset
+    shards = own.completions if other else spec.shards  # type: ignore[union-attr]
+    seen = observation.dataset in ("", dataset)  # the store was read for this dataset (else: nothing of it yet)
+    s.new.dataset = dataset
+    s.new.shards = shards
+    s.new.shards_done = min(observation.shards_done, shards) if seen else 0
+    s.new.processed = observation.processed if seen else 0
+    s.new.rejected = observation.rejected if seen else 0
+    if other:
+        note = (f"the spec changed while Job {name} runs ({_changes(old, spec, shards)}): a running Job keeps the "
+                f"spec it was made with, so dataset {dataset!r} gets {shards} shard(s) as first asked; to apply the "
+                "change, delete this PreprocessingJob and apply it again once it has finished")
+        if s.condition("SpecApplied", False, "SpecChangedWhileRunning", note):
+            s.event("Warning", "SpecChangedWhileRunning", note)
+    elif live:
+        s.drop_condition("SpecApplied")  # the Job does what the spec asks (e.g. an edit undone)
+    describe = f"preprocess {spec.source.location()} into dataset {dataset!r} ({shards} shard(s))"
     outcome = job_step(
-        s, decision, name, "preprocess", None, observation.complete, jobs.get(name),
+        s, decision, name, "preprocess", None, observation.complete and seen, observed,
         lambda: [preprocess_job(ref.name, ref.namespace, ref.uid, spec, config)], spec.suspend, config, describe,
-        f"datasets/{spec.dataset}/index.json",
+        f"datasets/{dataset}/index.json",
     )
+    if decision.create:  # a new Job, made from this spec
+        s.drop_condition("SpecApplied")
     if outcome.state == "failed":
         fail(s, outcome.reason, outcome.message)
     elif outcome.state == "suspended":
         s.new.phase = "Suspended"
-        s.new.message = f"suspended with {s.new.shards_done}/{spec.shards} shards done; {outcome.message}"
+        s.new.message = f"suspended with {s.new.shards_done}/{shards} shards done; {outcome.message}"
         if s.condition("Suspended", True, "Suspended", s.new.message):
             s.event("Normal", "Suspended", s.new.message)
         s.condition("Progressing", False, "Suspended", s.new.message)
     elif outcome.state == "done":
         s.new.phase = "Succeeded"
-        s.new.shards_done = spec.shards
-        s.new.message = (f"dataset {spec.dataset!r} is complete: {observation.processed} spectra, "
+        s.new.shards = s.new.shards_done = observation.shards_done or shards  # what the dataset's index lists
+        s.new.message = (f"dataset {dataset!r} is complete: {observation.processed} spectra, "
                          f"{observation.rejected} files rejected")
         s.condition("Progressing", False, "Completed", s.new.message)
         if s.condition("Succeeded", True, "Completed", s.new.message) or old.phase != "Succeeded":
             s.event("Normal", "Completed", s.new.message)
     else:
         s.new.phase = "Pending" if outcome.state == "created" else "Running"
-        s.new.message = (f"{s.new.shards_done}/{spec.shards} shards done, {observation.processed} spectra stored, "
-                         f"{observation.rejected} rejected")
+        s.new.message = (f"{s.new.shards_done}/{shards} shards done, {s.new.processed} spectra stored, "
+                         f"{s.new.rejected} rejected")
         s.condition("Progressing", True, "Preprocessing", s.new.message)
         s.requeue.append(30)
     return finish(s, decision)

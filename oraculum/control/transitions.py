@@ -17,11 +17,18 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from oraculum.control.decision import Decision, Event, ObjectRef, ObservedJob
+from oraculum.control.decision import Decision, Event, JobOutcome, ObjectRef, ObservedJob, Refusal, parse_time
 from oraculum.control.jobs import JobConfig
 from oraculum.manifests import ChildJob, Condition, describe_validation_error
 
-__all__ = ["StatusDraft", "StepOutcome", "begin", "fail", "finish", "job_step"]
+__all__ = ["REFUSED_BACKOFF", "STORE_BACKOFF", "StatusDraft", "StepOutcome", "begin", "fail", "finish", "job_step"]
+
+#: (first, longest) wait in seconds before a refused child is asked for again, and before an
+#: unreachable store is read again: the wait is the time the trouble has lasted so far, within
+#: these bounds, so it doubles from look to look and survives a restart (it is read off the
+#: condition's lastTransitionTime, not kept in memory).
+REFUSED_BACKOFF = (30.0, 300.0)
+STORE_BACKOFF = (15.0, 120.0)
 
 
 def _now_text(now: datetime) -> str:
@@ -32,13 +39,19 @@ class StatusDraft:
     """Builds the new status from the old one: conditions keep their transition time unless their
     status flips, and Events are produced for transitions only."""
 
-    def __init__(self, old: Any, new: Any, now: datetime, generation: int) -> None:
+    def __init__(self, old: Any, new: Any, now: datetime, generation: int, ref: ObjectRef | None = None,
+                 refused: Refusal | None = None) -> None:
         self.old = old
         self.new = new
         self.now = now
         self.generation = generation
+        self.ref = ref
+        self.refused = refused  # a child the runtime's world refused to create in this very look
+        self.rejected: str | None = None  # set when a step's child was refused: the message
         self.events: list[Event] = []
         self.requeue: list[float] = []
+        self.backoff: list[float] = []
+        self.outcomes: list[JobOutcome] = []
         self.new.observed_generation = generation
 
     def condition(self, type_: str, status: bool | None, reason: str, message: str = "") -> bool:
@@ -64,6 +77,13 @@ class StatusDraft:
 
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
+
+    def wait_longer(self, type_: str, bounds: tuple[float, float]) -> None:
+        """Back off while condition ``type_`` is False: as long as it has been so, within ``bounds``."""
+        c = self.old_condition(type_)
+        since = parse_time(c.last_transition_time) if c is not None and c.status == "False" else None
+        lasted = (self.now - since).total_seconds() if since is not None else 0.0
+        self.backoff.append(min(bounds[1], max(bounds[0], lasted)))
 
     def old_job(self, name: str) -> ChildJob | None:
         return next((job for job in self.old.jobs if job.name == name), None)
@@ -92,41 +112,77 @@ def job_step(
 ) -> StepOutcome:
     """Drive one Job: create it, notice it vanished, failed, is stuck or retrying, or is done.
 
-    ``done`` says the step's results are in the store, which beats anything the Job says.
+    ``done`` says the step's results are in the store, which beats anything the Job says. A Job
+    of that name owned by another resource (an earlier one of the same name, deleted and made
+    again) is not this step's: it is deleted, and this step's Job is made once it is gone. A child
+    the runtime's world refused to create (:attr:`StatusDraft.refused`) is reported and asked for
+    again after a back-off.
     """
     previous = s.old_job(name)
     record = lambda state, failed=0: s.set_job(  # noqa: E731
         ChildJob(name=name, purpose=purpose, iteration=iteration, state=state, failed_pods=failed))
+    outcome = lambda what: s.outcomes.append(JobOutcome(name, purpose, what))  # noqa: E731
+    if observed is not None and s.ref is not None and not observed.owned_by(s.ref.uid):
+        stale, observed = observed, None
+    else:
+        stale = None
     if done:
+        if previous is not None and previous.state not in ("Succeeded", "Failed"):
+            outcome("succeeded")
         record("Succeeded", observed.failed if observed else (previous.failed_pods if previous else 0))
         if (c := s.old_condition("Schedulable")) is not None and c.status == "False":
             s.condition("Schedulable", True, "Scheduled", f"Job {name} ran")
         if observed is not None and observed.suspended:
             decision.suspend[name] = False  # finished anyway: nothing to keep suspended
         return StepOutcome("done")
+    if stale is not None:
+        if not stale.deleting:
+            decision.delete.append(name)
+            whose = f"resource uid {stale.owner_uid}" if stale.owner_uid else "no owner (orphaned)"
+            s.event("Normal", "StaleJob", f"Job {name} is left from an earlier {s.ref.kind if s.ref else 'resource'} "
+                    f"of this name ({whose}): deleting it to make this one's")
+        s.requeue.append(2)
+        return StepOutcome("created")  # this step's Job is made once the old one is gone
     if observed is None:
         if suspend:
             record("Suspended")
             return StepOutcome("suspended", "Suspended", f"{describe} will start when spec.suspend is cleared")
+        objects = build()
+        refused = s.refused
+        if refused is not None and any((o["kind"], o["metadata"]["name"]) == (refused.kind, refused.name) for o in objects):
+            message = f"the API server refused {refused.kind} {refused.name} ({describe}): {refused.message}"
+            if s.condition("JobCreated", False, "JobRejected", message):
+                s.event("Warning", "JobRejected", message)
+                outcome("rejected")
+            s.wait_longer("JobCreated", REFUSED_BACKOFF)
+            s.rejected = message
+            return StepOutcome("created")  # nothing was made: finish() says so in the phase
         if previous is not None and previous.state in ("Pending", "Running", "Suspended"):
             s.event("Warning", "JobVanished", f"Job {name} ({describe}) disappeared before it finished "
                     "(deleted by someone?); creating it again")
+            outcome("vanished")
         elif previous is None:
             s.event("Normal", "JobCreated", f"created Job {name}: {describe}")
         # previous state Created: asked for but not seen yet; asking again is harmless (409)
-        decision.create.extend(build())
+        decision.create.extend(objects)
+        s.drop_condition("JobCreated")
         record("Created")
         return StepOutcome("created")
+    s.drop_condition("JobCreated")
     if observed.deleting:
         record("Pending", observed.failed)
         s.requeue.append(2)
         return StepOutcome("running")  # being deleted (a retry): create it again once it is gone
     if observed.failed_reason is not None:
+        if previous is None or previous.state != "Failed":
+            outcome("failed")
         record("Failed", observed.failed)
         message = f"Job {name} ({describe}) failed: {observed.failed_reason}" + (
             f": {observed.failed_message}" if observed.failed_message else "")
         return StepOutcome("failed", "JobFailed", message)
     if observed.complete:
+        if previous is None or previous.state != "Failed":
+            outcome("failed")
         record("Failed", observed.failed)
         return StepOutcome("failed", "ResultsMissing",
                      f"Job {name} ({describe}) succeeded but {artifacts} is not in the store: do the Job and the "
@@ -163,10 +219,17 @@ def job_step(
 
 
 def finish(s: StatusDraft, decision: Decision) -> Decision:
+    if s.rejected is not None:  # a step's child was refused: nothing runs, whatever the step's phase said
+        s.new.phase = "Pending"
+        s.new.message = f"{s.rejected}; asking again with a back-off"
+        s.condition("Progressing", False, "JobRejected", s.new.message)
     decision.status = s.new.model_dump(mode="json", by_alias=True, exclude_none=True)
     decision.events = s.events
+    decision.outcomes = s.outcomes
     if s.requeue:
         decision.requeue_after = max(0.0, min(s.requeue))
+    if s.backoff:
+        decision.backoff = max(s.backoff)
     return decision
 
 
@@ -215,14 +278,16 @@ def begin(
     raw_spec: Mapping[str, Any],
     status: Mapping[str, Any] | None,
     now: datetime,
-    store_unreadable: bool,
+    store_error: str | None,
+    refused: Refusal | None = None,
 ) -> tuple[StatusDraft, Decision, Any]:
     """What every reconcile does first, for both resources: parse the status and the spec (an
     invalid spec fails the resource with a condition that says why), keep a Failed resource
-    Failed until its spec changes, and wait while the store cannot be read. Returns the spec, or
-    None when the reconcile should end here with ``finish``."""
+    Failed until its spec changes, and wait while the store cannot be read (``store_error``: why
+    not, None when it could be). Returns the spec, or None when the reconcile should end here
+    with ``finish``."""
     old = status_type.model_validate(status or {})
-    s = StatusDraft(old, old.model_copy(deep=True), now, ref.generation)
+    s = StatusDraft(old, old.model_copy(deep=True), now, ref.generation, ref, refused)
     decision = Decision(status={})
     try:
         spec = spec_type.model_validate(raw_spec)
@@ -233,9 +298,10 @@ def begin(
     retry = _failed_retry(s, decision)
     if retry == "terminal" or decision.delete:
         return s, decision, None  # Failed until the spec changes; or wait for the deletions
-    if store_unreadable:
-        s.condition("StoreReachable", False, "StoreUnavailable", "cannot read the object store; retrying")
-        s.requeue.append(30)
+    if store_error is not None:
+        s.condition("StoreReachable", False, "StoreUnavailable",
+                    f"cannot read the object store ({store_error}); trying again with a back-off")
+        s.wait_longer("StoreReachable", STORE_BACKOFF)
         return s, decision, None
     s.drop_condition("StoreReachable")
     return s, decision, spec

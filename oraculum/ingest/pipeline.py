@@ -2,8 +2,14 @@
 
 The unit of work is one *shard*: a contiguous slice of the sorted file listing. ``oraculum
 preprocess --shard i/n`` processes shard ``i`` of ``n`` (what one pod of a Kubernetes Indexed Job
-runs); without ``--shard`` all shards run here, in parallel worker processes. Every file ends up
-either in the dataset or in ``rejected.jsonl`` with its reason; a bad file never stops the run.
+runs); without ``--shard`` all shards run here. Every file ends up either in the dataset or in
+``rejected.jsonl`` with its reason; a bad file never stops the run.
+
+Parallelism on one machine: one pool of workers per run, started once (forked from this process,
+or from a fork server that has imported the heavy modules once; see :func:`pool_start_method`),
+fed chunks of a few hundred files, so no worker re-imports astropy and h5py per task and one
+shard keeps every core busy. The workers only read and preprocess; this process writes each
+shard from their results in listing order, so the dataset's bytes do not depend on the workers.
 
 Idempotence: a shard whose manifest exists with the same parameters and the same listing is
 skipped, so a re-run (a retried pod, a restarted laptop) only does the missing work. The index
@@ -492,8 +498,16 @@ def run_preprocess(
 
 
 def environment_worker_count() -> int:
-    """Worker processes to use by default: the CPUs this process may run on."""
+    """Worker processes to use by default: the CPUs this process may run on, and no more than its
+    CPU quota allows (a container's cgroup ``cpu.max``, e.g. a pod's CPU limit)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oraculum.manifests.common import API_VERSION, NAME_MAX_LENGTH, NAME_PATTERN, NAME_TOO_LONG, cel_rule
 from oraculum.manifests.experiment import ExperimentSpec
 from oraculum.manifests.preprocessing_job import PreprocessingJobSpec
+from oraculum.safe_parse import DocumentError, load_yaml_all
 
 __all__ = [
     "KINDS",
@@ -110,11 +110,11 @@ def load_manifests(path: str | Path) -> list[Manifest]:
     """Every manifest in a YAML file (``---``-separated documents)."""
     path = Path(path)
     try:
-        documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        documents = load_yaml_all(path.read_bytes(), str(path))
     except OSError as error:
         raise ManifestError(f"{path}: cannot read: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ManifestError(f"{path}: not valid YAML: {error}") from None
+    except DocumentError as error:
+        raise ManifestError(str(error)) from None
     if not documents:
         raise ManifestError(f"{path}: no manifest in the file")
     return [parse_manifest(doc, f"{path} (document {i + 1})" if len(documents) > 1 else str(path)) for i, doc in enumerate(documents)]

@@ -331,8 +331,9 @@ def test_an_invalid_spec_fails_with_a_message_naming_the_field(change: dict[str,
 
 def test_an_unreachable_store_is_reported_and_retried() -> None:
     ref = ObjectRef(kind="ActiveLearningExperiment", name="exp", namespace="lab", uid="uid-1")
-    d = reconcile_experiment(ref, spec(), None, {}, None, T0, CONFIG)
-    assert d.create == [] and condition(d, "StoreReachable")["status"] == "False" and d.requeue_after
+    d = reconcile_experiment(ref, spec(), None, {}, None, T0, CONFIG, store_error="ConnectionRefusedError: refused")
+    assert d.create == [] and condition(d, "StoreReachable")["status"] == "False" and d.backoff
+    assert "ConnectionRefusedError: refused" in condition(d, "StoreReachable")["message"]
 
 
 @pytest.mark.parametrize(
@@ -523,7 +524,15 @@ def test_a_job_left_by_an_earlier_resource_of_the_same_name_is_not_adopted(owner
     assert then(fresh, jobs={"exp-iter-0": own}).phase == "Failed"
 
 
-DONE_JOB = ObservedJob(name="lamost-preprocess", succeeded=4, completions=4, complete=True, created=T0, started=T0)
+def _digest(raw: dict[str, Any]) -> str:
+    from oraculum.control.jobs import spec_digest
+    from oraculum.manifests import PreprocessingJobSpec
+
+    return spec_digest(PreprocessingJobSpec.model_validate(raw))
+
+
+DONE_JOB = ObservedJob(name="lamost-preprocess", succeeded=4, completions=4, complete=True, created=T0, started=T0,
+                       spec_hash=_digest(PPJ_SPEC))
 DONE_DATASET = DatasetObservation(complete=True, shards_done=4, processed=3600, rejected=40)
 
 

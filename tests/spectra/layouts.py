@@ -9,6 +9,7 @@
   flux, error, mask), COEFF0/COEFF1 and the equivalent WCS, metadata in the header.
 * :func:`star_flux` - a smooth spectrum with an H-alpha line, so tests can tell a real line from
   an artefact.
+* :func:`read_both` - read through the fast and the astropy path, which must agree exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import io
 import numpy as np
 from astropy.io import fits
 
+from oraculum.spectra.readers import read_spectrum, read_spectrum_reference
+from oraculum.spectra.spectrum import Spectrum
 from oraculum.spectra.wavelength import LINES_VACUUM_A
 
 H_ALPHA_A = LINES_VACUUM_A["H-alpha"]
@@ -32,6 +35,16 @@ def fits_bytes(*hdus: fits.hdu.base._BaseHDU) -> bytes:
     buffer = io.BytesIO()
     fits.HDUList(list(hdus)).writeto(buffer)
     return buffer.getvalue()
+
+
+def read_both(data: bytes, name: str = "x.fits") -> Spectrum:
+    """The spectrum in ``data``, after checking that both reader paths give the same one."""
+    fast, reference = read_spectrum(data, name), read_spectrum_reference(data, name)
+    assert (fast.format, fast.medium, fast.meta) == (reference.format, reference.medium, reference.meta)
+    assert np.array_equal(fast.wavelength_A, reference.wavelength_A)
+    assert np.array_equal(fast.flux, reference.flux, equal_nan=True)
+    assert fast.mask is not None and np.array_equal(fast.mask, reference.mask)
+    return fast
 
 
 def loglinear_A(crval: float, n: int, step: float = LAMOST_STEP) -> np.ndarray:

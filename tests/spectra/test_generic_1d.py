@@ -15,19 +15,13 @@ from oraculum.ingest.pipeline import run_preprocess
 from oraculum.settings import Settings
 from oraculum.spectra.datasets import Dataset
 from oraculum.spectra.preprocessing import PreprocessingParameters, preprocess
-from oraculum.spectra.readers import read_spectrum, read_spectrum_reference
-from oraculum.spectra.spectrum import RejectReason, Spectrum, SpectrumRejected
+from oraculum.spectra.readers import read_spectrum
+from oraculum.spectra.spectrum import RejectReason, SpectrumRejected
 from oraculum.store import LocalStore
-from tests.spectra.layouts import H_ALPHA_A, fits_bytes, star_flux
+from tests.spectra.layouts import H_ALPHA_A, fits_bytes, read_both, star_flux
 
 WAVELENGTH = np.linspace(6300.0, 6900.0, 1201)
 FLUX = star_flux(WAVELENGTH)
-
-
-def _read(data: bytes, name: str = "x.fits") -> Spectrum:
-    fast, reference = read_spectrum(data, name), read_spectrum_reference(data, name)
-    assert fast.format == reference.format and fast.meta == reference.meta
-    return fast
 
 
 def _image_1d(**cards: object) -> bytes:
@@ -42,11 +36,11 @@ def test_rows_or_columns_image_is_read(layout: str) -> None:
     """A 1-D spectrum stored as (wavelength, flux, error) rows or columns, no WCS: before, it was
     rejected as 'expected a LAMOST low-resolution spectrum'."""
     image = np.vstack([WAVELENGTH, FLUX, np.sqrt(FLUX)]).astype(np.float64)
-    spectrum = _read(fits_bytes(fits.PrimaryHDU(image if layout == "rows" else image.T)))
+    spectrum = read_both(fits_bytes(fits.PrimaryHDU(image if layout == "rows" else image.T)))
     assert spectrum.format == "generic-image"
     assert np.array_equal(spectrum.wavelength_A, WAVELENGTH) and np.array_equal(spectrum.flux, FLUX)
     assert spectrum.medium == "vacuum" and "assumed vacuum" in spectrum.meta.warnings[0]
-    stated = _read(fits_bytes(fits.PrimaryHDU(image, header=fits.Header({"AIRORVAC": "air"}))))
+    stated = read_both(fits_bytes(fits.PrimaryHDU(image, header=fits.Header({"AIRORVAC": "air"}))))
     assert stated.medium == "air" and stated.meta.warnings == ()
 
 
@@ -73,12 +67,12 @@ def test_image_that_is_no_spectrum_is_rejected_without_a_lamost_only_message() -
     ],
 )
 def test_medium_from_header_keywords(cards: dict[str, object], medium: str) -> None:
-    spectrum = _read(_image_1d(**cards))
+    spectrum = read_both(_image_1d(**cards))
     assert (spectrum.format, spectrum.medium, spectrum.meta.warnings) == ("fits-image-1d", medium, ())
 
 
 def test_unstated_medium_is_recorded_as_a_warning(tmp_path: Path) -> None:
-    spectrum = _read(_image_1d(WAT1_001="wtype=linear label=Wavelength units=angstroms"))
+    spectrum = read_both(_image_1d(WAT1_001="wtype=linear label=Wavelength units=angstroms"))
     assert spectrum.medium == "air"
     (warning,) = spectrum.meta.warnings
     assert "medium not stated" in warning and "assumed air" in warning
@@ -99,24 +93,24 @@ def test_medium_decides_where_h_alpha_lands() -> None:
     air), 1.8 Å off - which is why the assumption is recorded."""
     params = PreprocessingParameters()
     grid = params.grid.wavelengths
-    stated = preprocess(_read(_image_1d(CTYPE1="WAVE")), params)
-    assumed = preprocess(_read(_image_1d()), params)
+    stated = preprocess(read_both(_image_1d(CTYPE1="WAVE")), params)
+    assumed = preprocess(read_both(_image_1d()), params)
     assert abs(grid[np.argmin(stated)] - H_ALPHA_A) < 0.8
     assert np.argmin(assumed) != np.argmin(stated)
 
 
 def test_objname_is_the_object_name_where_object_is_missing() -> None:
-    assert _read(_image_1d(OBJNAME="HD 208905")).meta.object_name == "HD 208905"
-    assert _read(_image_1d(OBJNAME="x", OBJECT="gamma Cas")).meta.object_name == "gamma Cas"
+    assert read_both(_image_1d(OBJNAME="HD 208905")).meta.object_name == "HD 208905"
+    assert read_both(_image_1d(OBJNAME="x", OBJECT="gamma Cas")).meta.object_name == "gamma Cas"
 
 
 def test_generic_tables_record_an_assumed_medium() -> None:
     table = fits.BinTableHDU.from_columns(
         [fits.Column("WAVE", "D", array=WAVELENGTH), fits.Column("FLUX", "D", array=FLUX)]
     )
-    spectrum = _read(fits_bytes(fits.PrimaryHDU(), table))
+    spectrum = read_both(fits_bytes(fits.PrimaryHDU(), table))
     assert spectrum.medium == "vacuum" and "assumed vacuum" in spectrum.meta.warnings[0]
     csv = "\n".join(["wave,flux"] + [f"{w},{f}" for w, f in zip(WAVELENGTH, FLUX)]).encode()
-    assert "assumed vacuum" in _read(csv, "x.csv").meta.warnings[0]
+    assert "assumed vacuum" in read_both(csv, "x.csv").meta.warnings[0]
     csv_air = b"wavelength_air,flux\n" + csv.split(b"\n", 1)[1]
-    assert _read(csv_air, "x.csv").meta.warnings == ()
+    assert read_both(csv_air, "x.csv").meta.warnings == ()

@@ -19,20 +19,21 @@ from oraculum.ingest.pipeline import run_preprocess
 from oraculum.settings import Settings
 from oraculum.spectra.datasets import Dataset
 from oraculum.spectra.preprocessing import PreprocessingParameters, preprocess
-from oraculum.spectra.readers import read_spectrum, read_spectrum_reference
+from oraculum.spectra.readers import read_spectrum
 from oraculum.spectra.spectrum import RejectReason, Spectrum, SpectrumRejected
 from oraculum.store import LocalStore
-from tests.spectra.layouts import H_ALPHA_A, fits_bytes, lamost_lrs_image, lamost_wavelength_A, star_flux
+from tests.spectra.layouts import (
+    H_ALPHA_A,
+    fits_bytes,
+    lamost_lrs_image,
+    lamost_wavelength_A,
+    read_both,
+    star_flux,
+)
 
 WAVELENGTH = lamost_wavelength_A()
 DEFAULT = PreprocessingParameters()
 GRID = DEFAULT.grid.wavelengths
-
-
-def _read(data: bytes, name: str = "x.fits") -> Spectrum:
-    fast, reference = read_spectrum(data, name), read_spectrum_reference(data, name)
-    assert np.array_equal(fast.mask, reference.mask) and np.array_equal(fast.flux, reference.flux, equal_nan=True)
-    return fast
 
 
 def _pixel(wavelength_A: float) -> int:
@@ -53,7 +54,7 @@ def test_lamost_rows_make_the_mask() -> None:
     flux[nan] = np.nan
     ormask[ored] = 64
     ivar[core] = 0.0  # what the DR1/DR2 pipeline does on strong line cores: real flux, ivar 0
-    spectrum = _read(lamost_lrs_image(flux, ivar=ivar, andmask=andmask, ormask=ormask))
+    spectrum = read_both(lamost_lrs_image(flux, ivar=ivar, andmask=andmask, ormask=ormask))
     assert spectrum.mask is not None and spectrum.mask.dtype == np.bool_
     assert sorted(np.flatnonzero(spectrum.mask)) == sorted([zero_dead, zero_live, negative, anded, nan])
 
@@ -65,9 +66,9 @@ def test_a_few_bad_pixels_are_interpolated_and_make_no_fake_line() -> None:
     flux[bad] = 0.0
     ivar[bad] = 0.0
     andmask[bad[0]] = 1
-    spectrum = _read(lamost_lrs_image(flux, ivar=ivar, andmask=andmask))
+    spectrum = read_both(lamost_lrs_image(flux, ivar=ivar, andmask=andmask))
     vector = preprocess(spectrum, DEFAULT)
-    expected = preprocess(_read(lamost_lrs_image(clean)), DEFAULT)
+    expected = preprocess(read_both(lamost_lrs_image(clean)), DEFAULT)
     assert np.allclose(vector, expected, atol=0.01)  # the bad pixels lie on a smooth continuum
     assert abs(GRID[np.argmin(vector)] - H_ALPHA_A) < 1.6  # the deepest point is still H-alpha
     assert spectrum.meta.masked_fraction == pytest.approx(3 / 140, abs=0.01)
@@ -81,14 +82,29 @@ def test_dr1_spectrum_with_a_dead_red_arm_is_rejected() -> None:
     dead = slice(_pixel(6600), _pixel(6600) + int(0.3 * WAVELENGTH.size))
     flux[dead] = 0.0
     ivar[dead] = 0.0
-    spectrum = _read(lamost_lrs_image(flux, ivar=ivar, wavelength_row=False))
+    spectrum = read_both(lamost_lrs_image(flux, ivar=ivar, wavelength_row=False))
     with pytest.raises(SpectrumRejected) as info:
         preprocess(spectrum, DEFAULT)
     assert info.value.reason is RejectReason.MASKED_PIXELS
     assert "max_masked_fraction 0.2" in info.value.message
     assert spectrum.meta.masked_fraction == pytest.approx(0.6, abs=0.05)
     # the threshold is a parameter: allowed that many bad pixels, the spectrum is kept
-    assert preprocess(spectrum, PreprocessingParameters(max_masked_fraction=0.7)).shape == (140,)
+    relaxed = PreprocessingParameters(max_masked_fraction=0.7, max_masked_gap_A=200)
+    assert preprocess(spectrum, relaxed).shape == (140,)
+
+
+def test_a_masked_hole_that_could_hide_a_line_is_rejected() -> None:
+    """30 Å of zeros over H-alpha is 14 % of the grid, under max_masked_fraction, but
+    interpolating across it would erase the line: max_masked_gap_A (10 Å) rejects it."""
+    flux, ivar = star_flux(WAVELENGTH, line=2.0), np.full(WAVELENGTH.size, 1e-4)
+    hole = np.abs(WAVELENGTH - H_ALPHA_A) < 15
+    flux[hole] = 0.0
+    ivar[hole] = 0.0
+    spectrum = read_both(lamost_lrs_image(flux, ivar=ivar))
+    with pytest.raises(SpectrumRejected, match=r"widest hole 3\d\.\d Å, max_masked_gap_A 10") as info:
+        preprocess(spectrum, DEFAULT)
+    assert info.value.reason is RejectReason.MASKED_PIXELS
+    assert spectrum.meta.masked_fraction is not None and spectrum.meta.masked_fraction < 0.2
 
 
 def test_emission_peak_with_zero_ivar_is_kept() -> None:
@@ -96,7 +112,7 @@ def test_emission_peak_with_zero_ivar_is_kept() -> None:
     stars in ../shared/data): real flux, so no mask, and the line survives."""
     flux = star_flux(WAVELENGTH, line=3.0)
     ivar = np.where(np.abs(WAVELENGTH - H_ALPHA_A) < 8, 0.0, 1e-4)
-    spectrum = _read(lamost_lrs_image(flux, ivar=ivar))
+    spectrum = read_both(lamost_lrs_image(flux, ivar=ivar))
     assert not spectrum.mask.any()
     vector = preprocess(spectrum, DEFAULT)
     assert vector.max() == 1.0 and abs(GRID[np.argmax(vector)] - H_ALPHA_A) < 1.6
@@ -132,7 +148,7 @@ def test_lamost_table_columns_make_the_mask() -> None:
         ],
         name="COADD",
     )
-    spectrum = _read(fits_bytes(fits.PrimaryHDU(), table))
+    spectrum = read_both(fits_bytes(fits.PrimaryHDU(), table))
     assert spectrum.format == "lamost-lrs-table"
     assert list(np.flatnonzero(spectrum.mask)) == [_pixel(6600), _pixel(6650)]
 

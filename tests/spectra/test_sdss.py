@@ -8,21 +8,20 @@ import numpy as np
 import pytest
 
 from oraculum.spectra.preprocessing import PreprocessingParameters, WavelengthGrid, preprocess
-from oraculum.spectra.readers import read_spectrum, read_spectrum_reference
 from oraculum.spectra.readers.lamost import read_lrs_image_fast
 from oraculum.spectra.readers.masks import SDSS_BAD_BITS
-from oraculum.spectra.spectrum import Spectrum
-from tests.spectra.layouts import H_ALPHA_A, SDSS_PIXELS, sdss_spec, sdss_spspec, sdss_wavelength_A, star_flux
+from tests.spectra.layouts import (
+    H_ALPHA_A,
+    SDSS_PIXELS,
+    read_both,
+    sdss_spec,
+    sdss_spspec,
+    sdss_wavelength_A,
+    star_flux,
+)
 
 WAVELENGTH = sdss_wavelength_A()
 Z = 0.02
-
-
-def _read(data: bytes, name: str) -> Spectrum:
-    fast, reference = read_spectrum(data, name), read_spectrum_reference(data, name)
-    assert fast.format == reference.format and np.array_equal(fast.mask, reference.mask)
-    assert np.array_equal(fast.flux, reference.flux) and fast.meta == reference.meta
-    return fast
 
 
 def _galaxy() -> np.ndarray:
@@ -42,7 +41,7 @@ def test_spec_coadd_table() -> None:
     ivar[no_ivar] = 0.0
     and_mask[bright_sky] = 1 << SDSS_BAD_BITS["BRIGHTSKY"]
     and_mask[partial] = 1 << 19  # PARTIALREJECT: informational, not a bad pixel
-    spectrum = _read(sdss_spec(flux, ivar=ivar, and_mask=and_mask, z=Z), "spec-0266-51630-0003.fits")
+    spectrum = read_both(sdss_spec(flux, ivar=ivar, and_mask=and_mask, z=Z), "spec-0266-51630-0003.fits")
     assert (spectrum.format, spectrum.medium) == ("sdss-spec", "vacuum")
     assert np.allclose(spectrum.wavelength_A, WAVELENGTH, rtol=1e-6)  # loglam is float32
     assert np.array_equal(spectrum.flux, flux)
@@ -56,7 +55,7 @@ def test_spec_coadd_table() -> None:
 
 
 def test_galaxy_h_alpha_lands_at_its_redshifted_vacuum_wavelength() -> None:
-    spectrum = _read(sdss_spec(_galaxy(), z=Z), "spec.fits")
+    spectrum = read_both(sdss_spec(_galaxy(), z=Z), "spec.fits")
     expected = H_ALPHA_A * (1 + spectrum.meta.redshift)
     grid = WavelengthGrid(start=6650, end=6750, points=2001)
     vector = preprocess(spectrum, PreprocessingParameters(grid=grid)).astype(np.float64)
@@ -75,7 +74,7 @@ def test_spspec_image() -> None:
     mask[_pixel(6200)] = 1 << 10  # SMEARIMAGE: informational
     data = sdss_spspec(flux, error=error, mask=mask)
     assert read_lrs_image_fast(data) is None  # never taken for a LAMOST image
-    spectrum = _read(data, "spSpec-51630-0266-003.fit")
+    spectrum = read_both(data, "spSpec-51630-0266-003.fit")
     assert (spectrum.format, spectrum.medium) == ("sdss-spspec", "vacuum")
     assert np.allclose(spectrum.wavelength_A, WAVELENGTH, rtol=1e-12)
     assert list(np.flatnonzero(spectrum.mask)) == [_pixel(6000), _pixel(6100)]
