@@ -9,10 +9,12 @@ Pages (all under ``ORACULUM_ROOT_PATH``, e.g. ``/oraculum/``):
 * ``/login``                  sign in with an API token.
 
 Besides Dash's own routes the server has ``/healthz`` (liveness, also at the root for probes),
-``/readyz`` (the API answers), and under ``<prefix>_oraculum/``: ``login``/``logout`` (the token
-goes into an HttpOnly, SameSite=Strict cookie), ``api/v1/...`` (the browser's authenticated proxy
-to the API: the labelling page saves labels through it), and ``events`` (one server-sent event
-stream per page, merged from the API's event streams of the experiments shown).
+``/readyz`` (the API answers), and under ``<prefix>_oraculum/``: ``login`` and ``logout`` (POST
+both; the token stays on the server, the browser gets a random session id in an HttpOnly,
+SameSite=Strict cookie, see :mod:`oraculum.dashboard.sessions`; signing out needs the page's form
+token), ``api/v1/...`` (the browser's authenticated proxy to the API: the labelling page saves
+labels through it), and ``events`` (one server-sent event stream per page, merged from the API's
+event streams of the experiments shown).
 
 The dashboard reads and writes only through the API (:mod:`oraculum.dashboard.client`).
 """
@@ -39,7 +41,7 @@ from oraculum import __version__
 from . import batchmap, experiments, labelling, performance, samp
 from .client import ApiClient, ApiError
 from .config import DashboardSettings
-from .context import COOKIE, NAME, Context
+from .context import COOKIE, LEGACY_COOKIE, NAME, Context
 from .relay import relay
 from .ui import error_box
 
@@ -92,6 +94,16 @@ def relative(ctx: Context, pathname: str | None) -> list[str]:
     return [unquote(part) for part in path.strip("/").split("/") if part]
 
 
+def sign_out_form(ctx: Context) -> html.Form | None:
+    """Sign-out: a POST with the session's form token (a link or a page elsewhere cannot sign out)."""
+    session = ctx.session()
+    if session is None:
+        return None  # the single-user default token: there is nothing to sign out of
+    return html.Form([dcc.Input(type="hidden", name="csrf", value=session.csrf, id="logout-csrf"),
+                      html.Button("Sign out", type="submit", id="logout", className="linklike")],
+                     method="POST", action=ctx.href("_oraculum/logout"), className="logout-form")
+
+
 def topbar(ctx: Context, me: dict[str, str] | None, parts: list[str]) -> list[Any]:
     items: list[Any] = [dcc.Link("oraculum", href=ctx.href(), className="brand"),
                         dcc.Link("Experiments", href=ctx.href(), className="current" if not parts else "")]
@@ -101,7 +113,7 @@ def topbar(ctx: Context, me: dict[str, str] | None, parts: list[str]) -> list[An
     items.append(html.Span("press ? for keys", className="who"))
     if me:
         items.append(html.Span([me["name"], f" ({me['role']})"], className="who", id="whoami"))
-        items.append(html.A("Sign out", href=ctx.href("_oraculum/logout"), id="logout"))
+        items.append(sign_out_form(ctx))
     return items
 
 
@@ -170,6 +182,17 @@ def _secure(ctx: Context) -> bool:
     return flask.request.is_secure or flask.request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip() == "https"
 
 
+def _cross_site() -> bool:
+    """Did another site make the browser send this request (Fetch metadata; absent: not a browser)?"""
+    return flask.request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+
+
+def _set_session_cookie(ctx: Context, response: flask.Response, value: str) -> None:
+    response.set_cookie(COOKIE, value, max_age=int(ctx.settings.dashboard_session_hours * 3600), path=ctx.prefix,
+                        httponly=True, samesite="Strict", secure=_secure(ctx))
+    response.delete_cookie(LEGACY_COOKIE, path=ctx.prefix, samesite="Strict")
+
+
 def _safe_next(ctx: Context, target: str | None) -> str:
     """Only a path inside the dashboard: never another site (open redirect)."""
     if not target:
@@ -204,7 +227,9 @@ def _server_routes(server: flask.Flask, ctx: Context) -> None:
         return flask.jsonify(status="ok" if ok else "unavailable", checks={"api": detail}), 200 if ok else 503
 
     @server.route(f"{prefix}_oraculum/login", methods=["POST"], endpoint="oraculum_login")
-    def login() -> flask.Response:
+    def login() -> flask.Response | tuple[flask.Response, int]:
+        if _cross_site():  # another site must not sign the browser in (to its own account)
+            return flask.jsonify(detail="sign in from the dashboard's own page"), 403
         token = (flask.request.form.get("token") or "").strip()
         target = _safe_next(ctx, flask.request.form.get("next"))
         try:
@@ -212,16 +237,22 @@ def _server_routes(server: flask.Flask, ctx: Context) -> None:
         except ApiError as error:
             message = "That token is not valid." if error.status == 401 else str(error)
             return flask.redirect(ctx.href(f"login?error={quote(message)}&next={quote(target)}"), code=303)
+        ctx.sessions.delete(flask.request.cookies.get(COOKIE))  # a new id at every sign-in
+        session = ctx.sessions.create(token, str(me.get("name")), str(me.get("role")))
         response = flask.redirect(target, code=303)
-        response.set_cookie(COOKIE, token, max_age=int(ctx.settings.dashboard_session_hours * 3600), path=prefix,
-                            httponly=True, samesite="Strict", secure=_secure(ctx))
+        _set_session_cookie(ctx, response, session.id)
         log.info("%s (%s) signed in", me.get("name"), me.get("role"))
         return response
 
-    @server.route(f"{prefix}_oraculum/logout", methods=["GET", "POST"], endpoint="oraculum_logout")
-    def logout() -> flask.Response:
+    @server.route(f"{prefix}_oraculum/logout", methods=["POST"], endpoint="oraculum_logout")
+    def logout() -> flask.Response | tuple[flask.Response, int]:
+        session = ctx.session()
+        if session is not None and (_cross_site() or not session.csrf_ok(flask.request.form.get("csrf"))):
+            return flask.jsonify(detail="sign out with the dashboard's own Sign out button"), 403
+        ctx.sessions.delete(flask.request.cookies.get(COOKIE))
         response = flask.redirect(ctx.href("login"), code=303)
         response.delete_cookie(COOKIE, path=prefix, samesite="Strict")
+        response.delete_cookie(LEGACY_COOKIE, path=prefix, samesite="Strict")
         return response
 
     @server.route(f"{prefix}_oraculum/api/v1/<path:path>", methods=list(PROXY_METHODS), endpoint="oraculum_proxy")

@@ -15,7 +15,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
 from .client import ApiError
-from .context import Context, allows
+from .context import Context, allows, whole
 from .spectra import class_colour, thumbnails
 from .ui import card, error_box, experiment_tabs
 
@@ -79,8 +79,8 @@ def register(app: Dash, ctx: Context) -> None:
     def load(init: dict[str, Any] | None, _: Any, method: str | None) -> tuple[Any, ...]:
         if not init:
             return (no_update,) * 6
-        name = init["experiment"]
         try:
+            name = ctx.experiment_name(init.get("experiment"))
             batch = ctx.get(f"/experiments/{name}/batch")
             document = ctx.get(f"/experiments/{name}/iterations/{batch['iteration']}/map")
         except ApiError as error:
@@ -160,7 +160,10 @@ def register(app: Dash, ctx: Context) -> None:
         index = click["points"][0].get("customdata")
         if index is None:
             return no_update, no_update
-        return ctx.href(f"e/{init['experiment']}/label"), f"?item={int(index)}"
+        try:
+            return ctx.href(f"e/{ctx.experiment_name(init.get('experiment'))}/label"), f"?item={whole(index)}"
+        except ApiError:
+            return no_update, no_update
 
     @app.callback(Output("map-chosen", "data"), Output("map-selection", "children"), Output("map-preview", "disabled"),
                   Input("map-graph", "selectedData"), Input("map-include-estimation", "value"),
@@ -183,13 +186,16 @@ def register(app: Dash, ctx: Context) -> None:
     def preview(clicks: int | None, chosen: list[int] | None, label: str | None, data: dict[str, Any] | None) -> tuple[Any, Any]:
         if not clicks or not chosen or not data:
             return no_update, no_update
-        sample = sorted(random.Random(clicks * 7919 + len(chosen)).sample(chosen, min(PREVIEW, len(chosen))))
-        by_index = {p["index"]: p for p in data["points"]}
         try:
-            docs = ctx.client.fluxes(ctx.token(), data["dataset"], sample)
+            chosen = [whole(i) for i in chosen]
+            sample = sorted(random.Random(clicks * 7919 + len(chosen)).sample(chosen, min(PREVIEW, len(chosen))))
+            _, dataset = ctx.dataset(data.get("experiment"))
+            docs = ctx.client.fluxes(ctx.token(), dataset, sample)
         except ApiError as error:
             return error_box(error, "Preview"), None
-        shown = [(docs[i], f"#{i} · {by_index[i]['set']} · pred. {by_index[i]['predicted'] or '—'}") for i in sample]
+        by_index = {p.get("index"): p for p in data.get("points") or []}
+        shown = [(docs[i], f"#{i} · {by_index.get(i, {}).get('set')} · pred. {by_index.get(i, {}).get('predicted') or '—'}")
+                 for i in sample]
         return html.Div([
             html.P(f"{len(sample)} of the {len(chosen)} selected spectra, drawn at random. Do they all look like "
                    f"{label or 'the class you chose'}?", id="map-preview-text"),
@@ -220,8 +226,10 @@ def register(app: Dash, ctx: Context) -> None:
         if not previewed or previewed.get("key") != _selection_key(chosen):
             return error_box("preview the selection first"), no_update, no_update
         try:
-            ack = ctx.send("POST", f"/experiments/{data['experiment']}/iterations/{data['iteration']}/labels/bulk",
-                           {"indices": chosen, "label": label, "selection": "lasso"})
+            name = ctx.experiment_name(data.get("experiment"))
+            iteration = ctx.current_iteration(name, data.get("iteration"))
+            ack = ctx.send("POST", f"/experiments/{name}/iterations/{iteration}/labels/bulk",
+                           {"indices": [whole(i) for i in chosen], "label": label, "selection": "lasso"})
         except ApiError as error:
             return error_box(error, "Not labelled"), no_update, no_update
         progress = (ack.get("progress") or {}).get("text", "")

@@ -118,15 +118,12 @@ class Context:
         return int(current)
 
 
-def index_of(value: Any) -> int:
-    """A spectrum's index sent by the browser, as a number (ApiError 400 if it is none)."""
-    try:
-        index = int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "the page sent a spectrum index that is not a number") from None
-    if index < 0:
-        raise ApiError(400, "the page sent a negative spectrum index")
-    return index
+def whole(value: Any, what: str = "spectrum index") -> int:
+    """A number the browser sent (a spectrum index, an iteration) as a whole number >= 0; ApiError
+    400 otherwise, before any path is built from it."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise ApiError(400, f"the page sent a {what} that is not a whole number")
+    return int(value)
 
 
 ROLE_LEVEL = {"viewer": 1, "oracle": 2, "admin": 3}

@@ -11,7 +11,7 @@ from dash import ALL, Dash, Input, Output, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
 from .client import ApiError
-from .context import Context, allows
+from .context import ACTIONS, Context, allows
 from .ui import card, error_box, fmt_estimate, phase_badge
 
 EXAMPLE = """apiVersion: oraculum.dev/v1alpha1
@@ -149,11 +149,15 @@ def register(app: Dash, ctx: Context) -> None:
         which = dash_ctx.triggered_id
         if not which or not any(clicks) or not dash_ctx.triggered or not dash_ctx.triggered[0].get("value"):
             return no_update, no_update
-        name, action = which["name"], which["action"]
+        # the button's id comes from the browser: the action from the fixed table, the name from the API's list
+        action = which.get("action") if isinstance(which, dict) else None
+        if not isinstance(action, str) or action not in ACTIONS:
+            return error_box("the page asked for an action the dashboard does not offer"), no_update
         try:
-            ctx.send("POST", f"/experiments/{name}/{action}")
+            name = ctx.experiment_name(which.get("name"))
+            ctx.send("POST", f"/experiments/{name}/{ACTIONS[action]}")
         except ApiError as error:
-            return error_box(error, f"{action} {name}"), no_update
+            return error_box(error, f"Not done ({action})"), no_update
         done = "suspended" if action == "suspend" else "resumed"
         return html.Div(f"Experiment {name} {done}.", className="ok-box"), {"acted": name, "action": action}
 

@@ -17,7 +17,7 @@ from dash import ALL, Dash, Input, Output, State, dcc, html, no_update
 
 from . import samp
 from .client import ApiError
-from .context import Context, allows
+from .context import Context, allows, whole
 from .spectra import Neighbours, compact, line_markers, neighbours_figure
 from .ui import card, error_box, experiment_tabs, kbd
 
@@ -149,13 +149,13 @@ def register(app: Dash, ctx: Context) -> None:
     def load(init: dict[str, Any] | None) -> tuple[Any, ...]:
         if not init:
             return (no_update,) * 5
-        name = init["experiment"]
         token = ctx.token()
         try:
             me = ctx.me()
+            name = ctx.experiment_name(init.get("experiment"))
             detail = ctx.get(f"/experiments/{name}")
         except ApiError as error:
-            return None, None, None, None, error_box(error, f"Experiment {name}")
+            return None, None, None, None, error_box(error, "Experiment")
         phase = detail.get("phase", "Pending")
         try:
             batch = ctx.get(f"/experiments/{name}/batch")
@@ -215,11 +215,12 @@ def register(app: Dash, ctx: Context) -> None:
 
     @app.callback(Output("lab-flux", "data", allow_duplicate=True), Input("lab-want", "data"), prevent_initial_call=True)
     def prefetch(want: dict[str, Any] | None) -> Any:
-        if not want or not want.get("indices"):
+        if not want or not isinstance(want.get("indices"), list) or not want["indices"]:
             return no_update
         try:
-            found = ctx.client.fluxes(ctx.token(), want["dataset"], [int(i) for i in want["indices"][:64]])
-        except (ApiError, ValueError):
+            _, dataset = ctx.dataset(want.get("experiment"))
+            found = ctx.client.fluxes(ctx.token(), dataset, [whole(i) for i in want["indices"][:64]])
+        except ApiError:
             return no_update
         return {str(index): compact(document["flux"]) for index, document in found.items()}
 
@@ -245,13 +246,14 @@ def register(app: Dash, ctx: Context) -> None:
         if not current:
             return no_update, no_update, no_update, no_update
         try:
-            info = ctx.get(f"/datasets/{current['dataset']}/spectra/{int(current['index'])}")
+            _, dataset = ctx.dataset(current.get("experiment"))
+            info = ctx.get(f"/datasets/{dataset}/spectra/{whole(current.get('index'))}")
         except ApiError as error:
             return error_box(error), "fresh", None, None
         meta, links = info.get("meta") or {}, info.get("links") or {}
         ra, dec = meta.get("ra"), meta.get("dec")
         rows: list[tuple[str, Any]] = [("id", html.Span(info.get("id"), className="mono")),
-                                       ("index", f"{info.get('index')} in {current['dataset']}")]
+                                       ("index", f"{info.get('index')} in {dataset}")]
         if meta.get("designation"):
             rows.append(("designation", meta["designation"]))
         if ra is not None and dec is not None:
@@ -299,11 +301,12 @@ def register(app: Dash, ctx: Context) -> None:
     def raw(current: dict[str, Any] | None) -> Any:
         if not current or not current.get("raw"):
             return no_update
-        index = int(current["index"])
         try:
-            document = ctx.get(f"/datasets/{current['dataset']}/spectra/{index}/raw", max_points=6000)
+            index = whole(current.get("index"))
+            _, dataset = ctx.dataset(current.get("experiment"))
+            document = ctx.get(f"/datasets/{dataset}/spectra/{index}/raw", max_points=6000)
         except ApiError as error:
-            return {"index": index, "error": str(error)}
+            return {"index": current.get("index"), "error": str(error)}
         return {"index": index, "wavelength": compact(document["wavelength"], 3), "flux": compact(document["flux"], 6),
                 "medium": document.get("medium", "vacuum"), "points": document.get("points"),
                 "decimated": document.get("decimated"), "format": document.get("format")}
@@ -313,10 +316,10 @@ def register(app: Dash, ctx: Context) -> None:
     def nearest(current: dict[str, Any] | None) -> tuple[Any, Any, Any]:
         if not current:
             return no_update, no_update, no_update
-        classes = [str(c) for c in current.get("classes") or []]
+        classes = [str(c) for c in current.get("classes") or []][:32]  # compared with labels, never a path
         try:
-            this, found = neighbours.nearest(ctx.token() or "", current["experiment"], current["dataset"],
-                                             int(current["index"]), classes)
+            name, dataset = ctx.dataset(current.get("experiment"))
+            this, found = neighbours.nearest(ctx.token() or "", name, dataset, whole(current.get("index")), classes)
         except ApiError as error:
             return {}, error_box(error, "Nearest labelled spectra"), "fresh"
         counted = ", ".join(f"{c}: {hit['labelled'] if hit else 0}" for c, hit in found.items())
@@ -330,8 +333,9 @@ def register(app: Dash, ctx: Context) -> None:
     def submit(clicks: int | None, init: dict[str, Any] | None, data: dict[str, Any] | None) -> tuple[Any, Any]:
         if not clicks or not init or not data or not data.get("items"):
             return no_update, no_update
-        name, iteration = init["experiment"], data["iteration"]
         try:
+            name = ctx.experiment_name(init.get("experiment"))
+            iteration = ctx.current_iteration(name, data.get("iteration"))
             answer = ctx.send("POST", f"/experiments/{name}/iterations/{iteration}/submit")
         except ApiError as error:
             return error_box(error, "Not submitted"), no_update

@@ -17,7 +17,7 @@ from dash import ctx as dash_ctx
 
 from . import samp
 from .client import ApiError
-from .context import Context
+from .context import Context, whole
 from .spectra import CLASS_COLOURS
 from .ui import card, error_box, experiment_tabs, fmt_estimate
 
@@ -224,14 +224,14 @@ def register(app: Dash, ctx: Context) -> None:
     def load(init: dict[str, Any] | None) -> tuple[Any, Any]:
         if not init:
             return no_update, no_update
-        name = init["experiment"]
         token = ctx.token()
         try:
+            name = ctx.experiment_name(init.get("experiment"))
             detail = ctx.get(f"/experiments/{name}")
             curves = ctx.get(f"/experiments/{name}/curves")
             iterations = ctx.get(f"/experiments/{name}/iterations")
         except ApiError as error:
-            return None, error_box(error, f"Experiment {name}")
+            return None, error_box(error, "Experiment")
         evaluated = [i["iteration"] for i in iterations["iterations"] if i.get("evaluated")]
 
         def metrics(k: int) -> tuple[int, dict[str, Any] | None]:
@@ -317,10 +317,10 @@ def register(app: Dash, ctx: Context) -> None:
     def candidates(iteration: int | None, init: dict[str, Any] | None) -> tuple[Any, Any, Any]:
         if iteration is None or not init:
             return {"columns": [], "rows": []}, "#", "#"
-        name = init["experiment"]
-        base = ctx.href(f"_oraculum/api/v1/experiments/{name}/iterations/{int(iteration)}/candidates")
         try:
-            text = ctx.client.request("GET", f"/experiments/{name}/iterations/{int(iteration)}/candidates.csv",
+            name, iteration = ctx.experiment_name(init.get("experiment")), whole(iteration, "iteration")
+            base = ctx.href(f"_oraculum/api/v1/experiments/{name}/iterations/{iteration}/candidates")
+            text = ctx.client.request("GET", f"/experiments/{name}/iterations/{iteration}/candidates.csv",
                                       ctx.token()).text
         except ApiError as error:
             return {"error": str(error)}, "#", "#"
@@ -352,11 +352,15 @@ def register(app: Dash, ctx: Context) -> None:
                  columns: list[dict[str, Any]] | None, init: dict[str, Any] | None, iteration: int | None) -> Any:
         if not init or iteration is None:
             return no_update
+        try:  # the file's name comes from the page: only a listed experiment and a number
+            name, iteration = ctx.experiment_name(init.get("experiment")), whole(iteration, "iteration")
+        except ApiError:
+            return no_update
         names = [c["id"] for c in columns or []]
         rows = rows or []
-        stem = f"{init['experiment']}-iteration-{iteration}-candidates"
+        stem = f"{name}-iteration-{iteration}-candidates"
         if dash_ctx.triggered_id == "perf-dl-vot":
-            description = (f"oraculum dashboard: candidates of experiment {init['experiment']}, iteration {iteration} "
+            description = (f"oraculum dashboard: candidates of experiment {name}, iteration {iteration} "
                            f"({len(rows)} rows after the dashboard's filters)")
             return dcc.send_bytes(votable_bytes(rows, names, description), f"{stem}.vot")
         buffer = io.StringIO()

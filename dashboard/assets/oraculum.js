@@ -562,7 +562,7 @@
     }
     const wantKey = want.join(',');
     let wantOut = no;
-    if (want.length && wantKey !== L.lastWant) { L.lastWant = wantKey; wantOut = { dataset: D.dataset, indices: want }; }
+    if (want.length && wantKey !== L.lastWant) { L.lastWant = wantKey; wantOut = { experiment: D.experiment, dataset: D.dataset, indices: want }; }
     // details, neighbours and the raw file come from the server once the oracle rests on a spectrum
     // for a moment: never on the way to the next spectrum's first paint
     // (details and neighbours depend on the spectrum only; the raw toggle asks for the raw file only,

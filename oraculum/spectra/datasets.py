@@ -24,7 +24,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,13 +166,13 @@ class Batch:
 
     Attributes:
         index: global indices of the rows (int64).
-        ids: spectrum ids (the source key without extension).
+        ids: spectrum ids (the source key without extension), or None when not requested.
         flux: float32 array (rows x grid points), or None when not requested.
-        meta: metadata columns (see :data:`META_COLUMNS`).
+        meta: metadata columns (see :data:`META_COLUMNS`): those requested, by name.
     """
 
     index: np.ndarray
-    ids: np.ndarray
+    ids: np.ndarray | None
     flux: np.ndarray | None
     meta: dict[str, np.ndarray]
 
@@ -242,11 +242,23 @@ class ShardBuilder:
                     group.create_dataset(name, data=np.array(self._meta[name], dtype=dtype))
 
 
-def _read_meta(handle: h5py.File, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
+def _meta_columns(meta: bool | Collection[str]) -> list[str]:
+    """The metadata columns ``meta`` asks for: all (True), none (False) or those named."""
+    if isinstance(meta, bool):
+        return list(META_COLUMNS) if meta else []
+    names = [meta] if isinstance(meta, str) else list(meta)
+    unknown = [name for name in names if name not in META_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown metadata column(s) {unknown}; the columns are {', '.join(META_COLUMNS)}")
+    return names
+
+
+def _read_meta(handle: h5py.File, rows: slice | np.ndarray, columns: list[str] | None = None) -> dict[str, np.ndarray]:
     meta: dict[str, np.ndarray] = {}
     group = handle["meta"]
     count: int | None = None
-    for name, (dtype, missing) in META_COLUMNS.items():
+    for name in META_COLUMNS if columns is None else columns:
+        dtype, missing = META_COLUMNS[name]
         if name not in group:  # a shard written before the column existed
             if count is None:
                 count = len(range(*rows.indices(handle["ids"].shape[0]))) if isinstance(rows, slice) else len(rows)
@@ -329,10 +341,19 @@ class Dataset:
             self._verified[shard.key] = path
             return path
 
-    def iter_batches(self, batch_size: int = 4096, flux: bool = True) -> Iterator[Batch]:
-        """Every spectrum in global-index order, ``batch_size`` rows at a time."""
+    def iter_batches(self, batch_size: int = 4096, flux: bool = True, *, ids: bool = True,
+                     meta: bool | Collection[str] = True) -> Iterator[Batch]:
+        """Every spectrum in global-index order, ``batch_size`` rows at a time.
+
+        Only what is asked for is read: ``flux=False`` leaves out the flux, ``ids=False`` the ids
+        (``Batch.ids`` is then None), ``meta=False`` every metadata column, and ``meta=("snr",)``
+        reads only the columns named (``Batch.meta`` holds the columns read). Decoding the ids and the
+        metadata strings costs many times reading the flux, so a pass over the flux alone should
+        say ``ids=False, meta=False``.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        columns = _meta_columns(meta)
         offsets = self.index.offsets
         for number, shard in enumerate(self.index.shards):
             if shard.count == 0:
@@ -342,9 +363,9 @@ class Dataset:
                     rows = slice(start, min(start + batch_size, shard.count))
                     yield Batch(
                         index=np.arange(rows.start, rows.stop, dtype=np.int64) + offsets[number],
-                        ids=handle["ids"].asstr()[rows],
+                        ids=handle["ids"].asstr()[rows] if ids else None,
                         flux=handle["flux"][rows] if flux else None,
-                        meta=_read_meta(handle, rows),
+                        meta=_read_meta(handle, rows, columns),
                     )
 
     def take(self, indices: Sequence[int] | np.ndarray, flux: bool = True) -> Batch:

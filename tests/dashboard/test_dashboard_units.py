@@ -1,12 +1,16 @@
 """The dashboard's server side without a browser: key maps, line markers in air and vacuum, the
-login cookie, the authenticated proxy and its CSRF guard, prefixes and safe redirects, the API's
-error messages, and the candidate downloads (CSV parsed, VOTable written and read back). The API
-is a stand-in (httpx.MockTransport) here; tests/dashboard/test_dashboard.py runs the real one in Chromium."""
+sign-in session (a server-side session id in the cookie, never the token; sign-out a POST with the
+page's form token), forged Dash callbacks that try to steer the API path, the authenticated proxy
+and its CSRF guard, prefixes and safe redirects, the API's error messages, and the candidate
+downloads (CSV parsed, VOTable written and read back). The API is a stand-in (httpx.MockTransport)
+here; tests/dashboard/test_dashboard.py runs the real one in Chromium."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,12 +21,16 @@ from oraculum.dashboard.app import _safe_next, _sse_messages, create_app, query,
 from oraculum.dashboard.client import ApiClient, ApiError, error_message
 from oraculum.dashboard.config import DashboardSettings
 from oraculum.dashboard.context import COOKIE, Context
+from oraculum.dashboard.sessions import SessionStore
 from oraculum.dashboard.labelling import keymap
 from oraculum.dashboard.performance import parse_csv, votable_bytes
 from oraculum.dashboard.spectra import Neighbours, line_markers
 from oraculum.spectra.wavelength import LINES_VACUUM_A, vacuum_to_air
 
 TOKEN = "oracle-token-0123456789abcdef"
+#: The one experiment of the stand-in API: at iteration 1, on the dataset pool.
+EXPERIMENT = {"kind": "ActiveLearningExperiment", "name": "exp", "phase": "AwaitingLabels", "iteration": 1,
+              "spec": {"dataset": "pool"}, "status": {"iteration": 1}}
 
 
 def fake_api(seen: list[httpx.Request]) -> httpx.MockTransport:
@@ -32,6 +40,10 @@ def fake_api(seen: list[httpx.Request]) -> httpx.MockTransport:
             return httpx.Response(401, json={"detail": "invalid token"})
         if request.url.path == "/api/v1/whoami":
             return httpx.Response(200, json={"name": "olga", "role": "oracle"})
+        if request.url.path == "/api/v1/experiments" and request.method == "GET":
+            return httpx.Response(200, json=[{k: v for k, v in EXPERIMENT.items() if k not in ("spec", "status")}])
+        if request.url.path == "/api/v1/experiments/exp" and request.method == "GET":
+            return httpx.Response(200, json=EXPERIMENT)
         if request.url.path.endswith("/labels/7") and request.method == "PUT":
             return httpx.Response(409, json={"detail": {"message": "1 item(s) are being labelled by someone else right now",
                                                         "holders": {"7": "otto"}}})
@@ -41,11 +53,61 @@ def fake_api(seen: list[httpx.Request]) -> httpx.MockTransport:
 
 
 @pytest.fixture
-def app_and_calls() -> tuple[Any, list[httpx.Request]]:
+def app_and_calls(tmp_path: Path) -> tuple[Any, list[httpx.Request]]:
     seen: list[httpx.Request] = []
-    settings = DashboardSettings(api_url="http://api.test", root_path="/oraculum")
+    settings = DashboardSettings(api_url="http://api.test", root_path="/oraculum",
+                                 dashboard_session_file=str(tmp_path / "sessions.sqlite"))
     app = create_app(settings, ApiClient(settings.api_url, transport=fake_api(seen)))
     return app, seen
+
+
+def sign_in(client: Any, token: str = TOKEN) -> str:
+    """Sign in as the login form does; the session id the cookie now holds."""
+    answer = client.post("/oraculum/_oraculum/login", data={"token": token, "next": "/oraculum/"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/oraculum/"
+    cookie = client.get_cookie(COOKIE, path="/oraculum/")
+    assert cookie is not None
+    return str(cookie.value)
+
+
+def dash_call(app: Any, client: Any, output: str, inputs: list[Any], state: list[Any] = (),
+              changed: list[str] | None = None) -> Any:
+    """POST to Dash's ``/_dash-update-component`` what a browser (or anyone) could send: the
+    callback whose outputs include ``output``, with the given inputs and state (id, property, value)."""
+    from dash._utils import split_callback_id
+
+    def named(outputs: Any) -> list[str]:
+        return [f"{o['id']}.{o['property'].split('@')[0]}" for o in (outputs if isinstance(outputs, list) else [outputs])]
+
+    (key,) = [k for k in app.callback_map if output in named(split_callback_id(k))]
+    outputs = split_callback_id(key)
+
+    def entry(item: Any) -> Any:
+        if isinstance(item, list):
+            return [entry(i) for i in item]
+        component, prop, value = item
+        return {"id": component, "property": prop, "value": value}
+
+    def prop_id(item: Any) -> str:
+        while isinstance(item, list):
+            item = item[0]
+        component, prop, _ = item
+        text = json.dumps(component, sort_keys=True, separators=(",", ":")) if isinstance(component, dict) else component
+        return f"{text}.{prop}"
+
+    body = {"output": key, "outputs": outputs, "inputs": [entry(i) for i in inputs],
+            "state": [entry(s) for s in state], "changedPropIds": changed or [prop_id(inputs[0])]}
+    answer = client.post("/oraculum/_dash-update-component", json=body)
+    assert answer.status_code in (200, 204), answer.text[:500]
+    return answer.json if answer.status_code == 200 else None
+
+
+def writes(seen: list[httpx.Request]) -> list[str]:
+    return [f"{r.method} {r.url.path}" for r in seen if r.method != "GET"]
+
+
+def paths(seen: list[httpx.Request]) -> list[str]:
+    return [r.url.path for r in seen]
 
 
 def test_keymap_uses_the_class_hotkeys_then_digits_and_u_for_unsure() -> None:
@@ -115,8 +177,9 @@ def test_probes_at_the_root_and_under_the_prefix(app_and_calls: tuple[Any, list[
     assert client.get("/").status_code == 404
 
 
-def test_login_sets_a_strict_http_only_cookie_and_refuses_a_bad_token(app_and_calls: tuple[Any, list[httpx.Request]]) -> None:
-    app, _ = app_and_calls
+def test_login_sets_a_strict_http_only_session_cookie_without_the_token(
+        app_and_calls: tuple[Any, list[httpx.Request]]) -> None:
+    app, seen = app_and_calls
     client = app.server.test_client()
     bad = client.post("/oraculum/_oraculum/login", data={"token": "nope-nope-nope-nope", "next": "/oraculum/"})
     assert bad.status_code == 303 and "/oraculum/login?error=" in bad.headers["Location"]
@@ -124,18 +187,166 @@ def test_login_sets_a_strict_http_only_cookie_and_refuses_a_bad_token(app_and_ca
     good = client.post("/oraculum/_oraculum/login", data={"token": TOKEN, "next": "https://evil.example/"},
                        headers={"X-Forwarded-Proto": "https"})
     assert good.status_code == 303 and good.headers["Location"] == "/oraculum/"
-    cookie = good.headers["Set-Cookie"]
-    assert cookie.startswith(f"{COOKIE}={TOKEN}") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert "Secure" in cookie and "Path=/oraculum/" in cookie
-    out = client.get("/oraculum/_oraculum/logout")
-    assert out.status_code == 303 and f"{COOKIE}=;" in out.headers["Set-Cookie"]
+    (cookie,) = [c for c in good.headers.getlist("Set-Cookie") if c.startswith(f"{COOKIE}=")]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie and "Path=/oraculum/" in cookie
+    value = cookie.split(";")[0].removeprefix(f"{COOKIE}=")
+    # the cookie is a random session id: no token in it, in any encoding
+    assert len(value) >= 40 and TOKEN not in value and TOKEN not in good.headers.get("Set-Cookie", "")
+    import base64
+
+    assert TOKEN.encode() not in base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    assert "oraculum_token=;" in " ".join(good.headers.getlist("Set-Cookie"))  # the old token cookie is dropped
+    # the session stands for the token on the server: the proxy forwards it
+    calls = len(seen)
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").json == {"name": "olga", "role": "oracle"}
+    assert len(seen) == calls + 1 and seen[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+    # a form on another site cannot sign the browser in (Fetch metadata)
+    forged = client.post("/oraculum/_oraculum/login", data={"token": TOKEN}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert forged.status_code == 403 and COOKIE not in forged.headers.get("Set-Cookie", "")
+
+
+def test_a_raw_token_in_the_cookie_signs_nobody_in_and_sessions_expire(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    now = [1000.0]
+    settings = DashboardSettings(api_url="http://api.test", root_path="/oraculum")
+    sessions = SessionStore(tmp_path / "s.sqlite", lifetime=3600.0, idle=600.0, clock=lambda: now[0])
+    ctx_client = ApiClient(settings.api_url, transport=fake_api(seen))
+    app = create_app(settings, ctx_client)
+    app.server.config["oraculum.context"].sessions = sessions
+    client = app.server.test_client()
+    client.set_cookie(COOKIE, TOKEN, path="/oraculum/")  # what the cookie used to hold
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 401
+    client.set_cookie("oraculum_token", TOKEN, path="/oraculum/")  # the old cookie's name
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 401
+    sign_in(client)
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 200
+    now[0] += 599  # used within the idle timeout: still signed in, and the idle clock starts again
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 200
+    now[0] += 599
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 200
+    now[0] += 601  # idle too long
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 401
+    sign_in(client)
+    for _ in range(7):  # kept busy, it still ends after its lifetime
+        now[0] += 500
+        assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 200
+    now[0] += 500
+    assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 401
+
+
+def csrf_of_page(app: Any, client: Any) -> str:
+    """The sign-out form's token, from the top bar the route callback renders for this session."""
+    page = dash_call(app, client, "page.children", [("url", "pathname", "/oraculum/"), ("url", "search", "")])
+    found = re.search(r'"id":\s*"logout-csrf".*?"value":\s*"([^"]+)"|"value":\s*"([^"]+)"[^{}]*"id":\s*"logout-csrf"',
+                      json.dumps(page["response"]["topbar"]))
+    assert found, page["response"]["topbar"]
+    return found.group(1) or found.group(2)
+
+
+def test_sign_out_is_a_post_with_the_pages_form_token(app_and_calls: tuple[Any, list[httpx.Request]]) -> None:
+    app, _ = app_and_calls
+    client = app.server.test_client()
+    session = sign_in(client)
+    whoami = "/oraculum/_oraculum/api/v1/whoami"
+    # a link (GET), as an <img> or a link on any page could make, does not sign out
+    link = client.get("/oraculum/_oraculum/logout")  # (Dash's page, as for any unknown address)
+    assert link.status_code != 303 and COOKIE not in " ".join(link.headers.getlist("Set-Cookie"))
+    assert client.get(whoami).status_code == 200
+    # nor a POST without the page's form token, or with another one
+    assert client.post("/oraculum/_oraculum/logout").status_code == 403
+    assert client.post("/oraculum/_oraculum/logout", data={"csrf": "guess"}).status_code == 403
+    assert client.get(whoami).status_code == 200
+    csrf = csrf_of_page(app, client)
+    assert csrf and csrf != session
+    cross = client.post("/oraculum/_oraculum/logout", data={"csrf": csrf}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403 and client.get(whoami).status_code == 200
+    out = client.post("/oraculum/_oraculum/logout", data={"csrf": csrf})
+    assert out.status_code == 303 and out.headers["Location"] == "/oraculum/login"
+    assert f"{COOKIE}=;" in " ".join(out.headers.getlist("Set-Cookie"))
+    assert client.get(whoami).status_code == 401
+    # the session is gone on the server: a copy of the cookie kept from before is worthless
+    client.set_cookie(COOKIE, session, path="/oraculum/")
+    assert client.get(whoami).status_code == 401
+
+
+FORGED_IDS = [
+    {"type": "exp-act", "name": "exp/iterations/0", "action": "submit"},  # the red team's request
+    {"type": "exp-act", "name": "exp", "action": "iterations/0/submit"},
+    {"type": "exp-act", "name": "exp", "action": "delete"},
+    {"type": "exp-act", "name": "other", "action": "suspend"},  # not an experiment the API lists
+    {"type": "exp-act", "name": "../datasets/pool", "action": "suspend"},
+    {"type": "exp-act", "name": ["exp"], "action": ["suspend"]},
+]
+
+
+@pytest.mark.parametrize("forged", FORGED_IDS, ids=[json.dumps(f["name"]) + ":" + json.dumps(f["action"])
+                                                    for f in FORGED_IDS])
+def test_a_forged_suspend_button_cannot_steer_the_api_path(app_and_calls: tuple[Any, list[httpx.Request]],
+                                                           forged: dict[str, Any]) -> None:
+    app, seen = app_and_calls
+    client = app.server.test_client()
+    sign_in(client)
+    answer = dash_call(app, client, "exp-message.children", [[({**forged}, "n_clicks", 1)]])
+    assert writes(seen) == [], "a forged component id reached the API"
+    assert answer is not None and "error-box" in json.dumps(answer["response"]["exp-message"])
+    # the real button of the real experiment does what it says
+    dash_call(app, client, "exp-message.children", [[({"type": "exp-act", "name": "exp", "action": "suspend"},
+                                                      "n_clicks", 1)]])
+    assert writes(seen) == ["POST /api/v1/experiments/exp/suspend"]
+
+
+def test_forged_page_state_cannot_steer_the_api_path(app_and_calls: tuple[Any, list[httpx.Request]]) -> None:
+    """The labelling, map and performance callbacks take the experiment, its dataset and its
+    current iteration from the API, whatever the page's stores say."""
+    app, seen = app_and_calls
+    client = app.server.test_client()
+    sign_in(client)
+    items = {"items": [{"index": 1}]}
+    # submit: the red team's own path, an iteration that is not the current one, one with a path in it
+    for init, data in (({"experiment": "exp/iterations/0"}, {"iteration": 1, **items}),
+                       ({"experiment": "exp"}, {"iteration": 0, **items}),
+                       ({"experiment": "exp"}, {"iteration": "1/../../../experiments/other", **items}),
+                       ({"experiment": "other"}, {"iteration": 1, **items})):
+        answer = dash_call(app, client, "lab-submit-msg.children", [("lab-submit", "n_clicks", 1)],
+                           [("lab-init", "data", init), ("lab-data", "data", data)])
+        assert "error-box" in json.dumps(answer["response"]), (init, data)
+    assert writes(seen) == []
+    dash_call(app, client, "lab-submit-msg.children", [("lab-submit", "n_clicks", 1)],
+              [("lab-init", "data", {"experiment": "exp"}), ("lab-data", "data", {"iteration": 1, **items})])
+    assert writes(seen) == ["POST /api/v1/experiments/exp/iterations/1/submit"]
+
+    # the lasso's bulk label: the same checks
+    data = {"experiment": "exp", "iteration": 0, "dataset": "pool", "points": []}
+    previewed = {"key": __import__("oraculum.dashboard.batchmap", fromlist=["x"])._selection_key([3]), "sample": [3]}
+    answer = dash_call(app, client, "map-message.children", [("map-confirm", "n_clicks", 1)],
+                       [("map-chosen", "data", [3]), ("map-class", "value", "a"), ("map-previewed", "data", previewed),
+                        ("map-data", "data", data)])
+    assert "error-box" in json.dumps(answer["response"])
+    assert writes(seen) == ["POST /api/v1/experiments/exp/iterations/1/submit"]
+
+    # reads: the dataset comes from the experiment, not from the page; indices are numbers
+    seen.clear()
+    for current in ({"experiment": "exp", "dataset": "../experiments/exp/iterations/0/submit?", "index": 2},
+                    {"experiment": "exp", "dataset": "pool", "index": "2/../../../../whoami"},
+                    {"experiment": "exp/x", "dataset": "pool", "index": 2}):
+        dash_call(app, client, "lab-meta.children", [("lab-current", "data", current)])
+    spectra = [p for p in paths(seen) if "/spectra/" in p or "/datasets/" in p]
+    assert spectra == ["/api/v1/datasets/pool/spectra/2"], paths(seen)
+    seen.clear()
+    dash_call(app, client, "perf-rows.data", [("perf-cand-iteration", "value", "1/../../../../whoami")],
+              [("perf-init", "data", {"experiment": "exp"})])
+    dash_call(app, client, "perf-rows.data", [("perf-cand-iteration", "value", 1)],
+              [("perf-init", "data", {"experiment": "exp/../other"})])
+    dash_call(app, client, "perf-rows.data", [("perf-cand-iteration", "value", 1)],
+              [("perf-init", "data", {"experiment": "exp"})])
+    assert [p for p in paths(seen) if "candidates" in p] == ["/api/v1/experiments/exp/iterations/1/candidates.csv"]
 
 
 def test_the_proxy_forwards_the_oracles_token_and_guards_writes(app_and_calls: tuple[Any, list[httpx.Request]]) -> None:
     app, seen = app_and_calls
     client = app.server.test_client()
     assert client.get("/oraculum/_oraculum/api/v1/whoami").status_code == 401  # no cookie, no default token
-    client.set_cookie(COOKIE, TOKEN, path="/oraculum/")
+    sign_in(client)
     assert client.get("/oraculum/_oraculum/api/v1/whoami").json == {"name": "olga", "role": "oracle"}
     assert seen[-1].headers["Authorization"] == f"Bearer {TOKEN}"
     path = "/oraculum/_oraculum/api/v1/experiments/exp/iterations/1/labels/3"

@@ -108,14 +108,35 @@ def test_a_masked_hole_that_could_hide_a_line_is_rejected() -> None:
 
 
 def test_emission_peak_with_zero_ivar_is_kept() -> None:
-    """The DR1/DR2 pipeline sets ivar 0 on strong H-alpha emission (BT CMi and four cross-matched
-    stars in ../shared/data): real flux, so no mask, and the line survives."""
+    """The DR1/DR2 pipeline sets ivar 0 on strong H-alpha emission (BT CMi and the three
+    cross-matched emission-line stars in ../shared/data): real flux, so no mask, and the line
+    survives."""
     flux = star_flux(WAVELENGTH, line=3.0)
     ivar = np.where(np.abs(WAVELENGTH - H_ALPHA_A) < 8, 0.0, 1e-4)
     spectrum = read_both(lamost_lrs_image(flux, ivar=ivar))
     assert not spectrum.mask.any()
     vector = preprocess(spectrum, DEFAULT)
     assert vector.max() == 1.0 and abs(GRID[np.argmax(vector)] - H_ALPHA_A) < 1.6
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lamost-dr2/bt-cmi-lamost.fits",
+        "crossmatch/lamost/spec-56265-VB069N07V2_sp04-027.fits",
+        "crossmatch/lamost/spec-56284-GAC122S02V2_sp14-183.fits",
+        "crossmatch/lamost/spec-56351-GAC108N13V4_sp14-219.fits",
+    ],
+)
+def test_real_emission_peaks_with_zero_ivar_are_kept(shared_data: Path, name: str) -> None:
+    """Real DR1/DR2 files whose H-alpha emission peak has ivar 0: nothing masked inside the grid,
+    and the peak of the network input is H-alpha."""
+    spectrum = read_spectrum((shared_data / name).read_bytes(), name)
+    with fits.open(shared_data / name) as hdul:
+        assert (hdul[0].data[1][np.abs(spectrum.wavelength_A - H_ALPHA_A) < 3] == 0).any()
+    vector = preprocess(spectrum, DEFAULT)
+    assert spectrum.meta.masked_fraction == 0.0
+    assert abs(GRID[np.argmax(vector)] - H_ALPHA_A) < 3
 
 
 def test_non_finite_pixels_are_interpolated_a_nan_block_is_rejected() -> None:

@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,7 @@ def container_env(cluster: ControlPlane, namespace: str, container: dict[str, An
 
 
 def operator_launch(cluster: ControlPlane, namespace: str, kubeconfig: Path, home: Path,
-                    deployment: str = f"{RELEASE}-operator") -> tuple[list[str], dict[str, str]]:
+                    deployment: str) -> tuple[list[str], dict[str, str]]:
     """The command and environment of the chart's operator Deployment, as a local process.
 
     Taken from the Deployment the server stores: the container's command (``oraculum``, found on
@@ -235,8 +235,10 @@ class JobWatch(threading.Thread):
     created twice (deleted and made again), which the server's unique names would otherwise hide.
     """
 
-    def __init__(self, cluster: ControlPlane, namespace: str):
+    def __init__(self, cluster: ControlPlane, namespace: str,
+                 on_added: Callable[[str], None] | None = None):
         super().__init__(name=f"jobwatch-{namespace}", daemon=True)
+        self.on_added = on_added
         self.path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         self.server = cluster.server
         self.ctx = ssl.create_default_context(cafile=str(cluster.ca))
@@ -260,6 +262,8 @@ class JobWatch(threading.Thread):
                         self.version = meta["resourceVersion"]
                         if event["type"] == "ADDED":
                             self.added.append((meta["name"], meta["uid"]))
+                            if self.on_added is not None:
+                                self.on_added(meta["name"])
         except BaseException as error:  # noqa: BLE001 - reported by names()
             self.error = error
 
@@ -273,13 +277,112 @@ class JobWatch(threading.Thread):
 
 
 @contextlib.contextmanager
-def job_watch(cluster: ControlPlane, namespace: str) -> Iterator[JobWatch]:
-    watch = JobWatch(cluster, namespace)
+def job_watch(cluster: ControlPlane, namespace: str,
+              on_added: Callable[[str], None] | None = None) -> Iterator[JobWatch]:
+    """A started :class:`JobWatch` (``on_added(name)`` runs on its thread at each ADDED Job)."""
+    watch = JobWatch(cluster, namespace, on_added)
     watch.start()
     try:
         yield watch
     finally:
         watch.close()
+
+
+# --- one namespace with the chart and the operator -----------------------------------------------
+
+
+class Lab:
+    """One namespace with the chart installed, a store folder, and the operator's launch spec.
+
+    ``start_operator()`` starts another ``oraculum operator`` process (all are stopped by
+    :meth:`close`); the rest are the few reads and waits the tests share.
+    """
+
+    def __init__(self, cluster: ControlPlane, namespace: str, work: Path, objects: list[dict[str, Any]],
+                 store: Path, command: list[str], env: dict[str, str]):
+        self.cluster, self.namespace, self.work, self.objects = cluster, namespace, work, objects
+        self.store, self.command, self.env = store, command, env
+        self.operators: list[OperatorProcess] = []
+
+    def start_operator(self, name: str = "operator") -> OperatorProcess:
+        process = OperatorProcess(self.command, self.env, self.work / f"{name}.log", name).start()
+        self.operators.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.operators:
+            process.stop()
+
+    def logs(self, tail: int = 40) -> str:
+        return "\n".join(f"--- {p.name} (last {tail} lines) ---\n" + "\n".join(p.text().splitlines()[-tail:])
+                         for p in self.operators)
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def path(self, plural: str, name: str = "") -> str:
+        group = {"activelearningexperiments": "/apis/oraculum.dev/v1alpha1", "preprocessingjobs": "/apis/oraculum.dev/v1alpha1",
+                 "jobs": "/apis/batch/v1", "deployments": "/apis/apps/v1"}.get(plural, "/api/v1")
+        return f"{group}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        """``kubectl apply`` as a user would (cluster admin, the namespace of this lab)."""
+        self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-", input=yaml.safe_dump_all(documents))
+
+    def status(self, plural: str, name: str) -> dict[str, Any]:
+        return self.cluster.get(self.path(plural, name)).get("status") or {}
+
+    def wait_phase(self, plural: str, name: str, phase: str, timeout: float) -> dict[str, Any]:
+        """The status once ``status.phase`` is ``phase``; fails at once on an unexpected Failed."""
+        def reached() -> dict[str, Any] | None:
+            status = self.status(plural, name)
+            if status.get("phase") == "Failed" != phase:
+                raise AssertionError(f"{plural}/{name} Failed: {status.get('message')}\n{self.logs()}")
+            return status if status.get("phase") == phase else None
+
+        try:
+            return self.cluster.wait_for(reached, timeout, f"{plural}/{name} to be {phase}", interval=0.5)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nstatus: {json.dumps(self.status(plural, name))[:2000]}\n"
+                                 f"pods: {self.pod_phases()}\n{self.logs()}") from None
+
+    def jobs(self, **labels: str) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        return self.cluster.get(self.path("jobs"), labelSelector=selector)["items"]
+
+    def pods(self, job: str) -> list[dict[str, Any]]:
+        return self.cluster.get(self.path("pods"), labelSelector=f"batch.kubernetes.io/job-name={job}")["items"]
+
+    def pod_phases(self) -> dict[str, str]:
+        return {p["metadata"]["name"]: p["status"].get("phase", "?") for p in self.cluster.get(self.path("pods"))["items"]
+                if not p["spec"].get("nodeSelector")}
+
+    def events(self, name: str) -> list[tuple[str, str, str]]:
+        """(type, reason, message) of the Events about object ``name``, oldest first."""
+        items = self.cluster.get(self.path("events"), fieldSelector=f"involvedObject.name={name}")["items"]
+        items.sort(key=lambda e: (e.get("lastTimestamp") or e.get("eventTime") or "", e["metadata"]["resourceVersion"]))
+        return [(e["type"], e["reason"], e.get("message", "")) for e in items]
+
+
+def _operator_object(objects: list[dict[str, Any]], kind: str) -> str:
+    [name] = [o["metadata"]["name"] for o in objects
+              if o["kind"] == kind and o["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
+    return name
+
+
+def prepare_lab(cluster: ControlPlane, namespace: str, work: Path, values: dict[str, Any] | None = None) -> Lab:
+    """Install the chart into ``namespace`` and make the operator's launch spec (see the module
+    docstring); the settings ConfigMap of the chart points ORACULUM_STORE at ``work/store``."""
+    objects = install_chart(cluster, namespace, work, values)
+    [settings] = [o for o in objects if o["kind"] == "ConfigMap" and "ORACULUM_STORE" in (o.get("data") or {})]
+    store = work / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    # the one change to an installed object: the store is this folder, not the parked MinIO
+    cluster.patch(f"/api/v1/namespaces/{namespace}/configmaps/{settings['metadata']['name']}",
+                  {"data": {"ORACULUM_STORE": str(store)}})
+    account, deployment = (_operator_object(objects, kind) for kind in ("ServiceAccount", "Deployment"))
+    kubeconfig = token_kubeconfig(cluster, namespace, account, work / "operator.kubeconfig")
+    command, env = operator_launch(cluster, namespace, kubeconfig, work / "operator-home", deployment)
+    return Lab(cluster, namespace, work, objects, store, command, env)
 
 
 # --- timings ------------------------------------------------------------------------------------

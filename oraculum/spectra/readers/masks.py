@@ -17,9 +17,10 @@ What counts as bad follows each survey's own documentation and what its real fil
   ivar 0, the DR8 spikes that became fake absorption lines, and isolated zeros with ivar > 0 in
   the real DR1-DR7 low- and medium-resolution files of ``../shared/data``). Inverse variance 0
   alone does **not** mask a LAMOST pixel: the DR1/DR2 pipeline also sets it on the cores of
-  strong lines whose flux is real (the H-alpha emission peaks of BT CMi and four of the
-  cross-matched emission-line stars in ``../shared/data``), and interpolating across them would
-  erase the very line the classifier looks for. The or-mask (bad in at least one exposure) is
+  strong lines whose flux is real (in ``../shared/data``: the H-alpha emission peaks of BT CMi
+  and of the three cross-matched emission-line stars, and one H-alpha absorption core), and
+  interpolating across them would erase the very line the classifier looks for (with the
+  default limits, the four emission-line spectra would even be rejected). The or-mask (bad in at least one exposure) is
   not used: the co-add still holds the good exposures there.
 * **Generic and Ondřejov** files carry no per-pixel quality: non-finite flux only.
 """
