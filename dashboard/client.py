@@ -102,8 +102,8 @@ class ApiClient:
 
     # -- who ------------------------------------------------------------------------------------
 
-    def _remember(self, key: tuple[Any, ...], ttl: float, load: Callable[[], Any]) -> Any:
-        hit = self._answers.get(key)
+    def _remember(self, key: tuple[Any, ...], ttl: float, load: Callable[[], Any], fresh: bool = False) -> Any:
+        hit = None if fresh else self._answers.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         value = load()
@@ -116,10 +116,11 @@ class ApiClient:
             raise ApiError(401, "not signed in")
         return dict(self._remember(("whoami", token), ttl, lambda: self.get("/whoami", token)))
 
-    def experiment_names(self, token: str | None, ttl: float = 5.0) -> frozenset[str]:
-        """The names of the experiments the API lists for this token (cached for ``ttl`` seconds)."""
+    def experiment_names(self, token: str | None, ttl: float = 5.0, fresh: bool = False) -> frozenset[str]:
+        """The names of the experiments the API lists for this token (cached for ``ttl`` seconds;
+        ``fresh``: asked again now)."""
         return self._remember(("names", token), ttl, lambda: frozenset(
-            str(entry.get("name")) for entry in self.get("/experiments", token) if isinstance(entry, dict)))
+            str(entry.get("name")) for entry in self.get("/experiments", token) if isinstance(entry, dict)), fresh)
 
     def experiment_dataset(self, token: str | None, name: str, ttl: float = 60.0) -> str:
         """The dataset of experiment ``name`` as the API tells (its spec; cached for ``ttl`` seconds)."""

@@ -97,7 +97,9 @@ class Context:
         raises ApiError otherwise, before any path is built from it."""
         if not isinstance(claimed, str) or not NAME.match(claimed):
             raise ApiError(400, "the page asked for something that is not an experiment name")
-        if claimed not in self.client.experiment_names(self.token()):
+        token = self.token()
+        if claimed not in self.client.experiment_names(token) and \
+                claimed not in self.client.experiment_names(token, fresh=True):  # made a moment ago?
             raise ApiError(404, f"there is no experiment {claimed} (or it is not yours to see)")
         return claimed
 
@@ -114,7 +116,7 @@ class Context:
         a page that shows an older batch must not act on it."""
         current = self.get(f"/experiments/{name}").get("iteration")
         if current is None or str(claimed) != str(current):
-            raise ApiError(409, f"experiment {name} is at iteration {current} now, not {claimed}: reload the page")
+            raise ApiError(409, f"experiment {name} is at iteration {current} now, not {str(claimed)[:20]}: reload the page")
         return int(current)
 
 

@@ -121,6 +121,12 @@ def serve_dashboard(host: str, port: int, api_url: str | None, root_path: str | 
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the synthetic pool (default 0).")
 @click.option("--source", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of real FITS files as the pool instead of synthetic spectra.")
+@click.option("--min-snr", type=click.FloatRange(min=0), default=None, metavar="S/N",
+              help="With --source: leave out spectra below this S/N (the header's, else a DER_SNR estimate "
+                   "around the grid; default 5, 0 keeps all).")
+@click.option("--mix-instruments", is_flag=True,
+              help="With --source: put spectra of several resolutions (e.g. LAMOST low and medium resolution, "
+                   "Ondřejov) on one grid; without it the demo refuses such a folder.")
 @click.option("--labels", default=None, metavar="CSV",
               help="True labels of the pool (columns id or filename, and label) for --headless with --source "
                    "(default: labels.csv in the --source folder).")
@@ -140,9 +146,10 @@ def serve_dashboard(host: str, port: int, api_url: str | None, root_path: str | 
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
               help="Give up (exit status 1) when the experiment has not finished after this long; run again to resume.")
 @pass_context
-def demo(ctx: Context, headless: bool, count: int | None, seed: int | None, source: str | None, labels: str | None,
-         iterations: int | None, experiment: str | None, manifests: str | None, api_port: int | None,
-         port: int | None, dashboard: bool | None, timeout: float | None) -> None:
+def demo(ctx: Context, headless: bool, count: int | None, seed: int | None, source: str | None,
+         min_snr: float | None, mix_instruments: bool, labels: str | None, iterations: int | None,
+         experiment: str | None, manifests: str | None, api_port: int | None, port: int | None,
+         dashboard: bool | None, timeout: float | None) -> None:
     """The whole loop on this machine: no cluster, no MinIO, no Redis.
 
     Starts the API (with the local runner) and the dashboard on localhost, applies the demo's
@@ -151,6 +158,9 @@ def demo(ctx: Context, headless: bool, count: int | None, seed: int | None, sour
     the dashboard's address and the token to sign in with. You label each batch in the browser and
     submit it; the next iteration trains on your labels. Everything lives in the store
     (./oraculum-data by default): Ctrl-C stops, and the same command again resumes.
+
+    With --source DIR the pool is a folder of real spectra, read first: spectra of several
+    resolutions are refused unless --mix-instruments, and those below --min-snr are left out.
     """
     from pathlib import Path
 
@@ -160,9 +170,12 @@ def demo(ctx: Context, headless: bool, count: int | None, seed: int | None, sour
         fail("the demo runs on the embedded default: give --store a local folder, not an s3:// store")
     if source is not None and (count is not None or seed is not None):
         fail("--source replaces the synthetic pool: give either --source or --count/--seed")
+    if source is None and (min_snr is not None or mix_instruments):
+        fail("--min-snr and --mix-instruments check the spectra of --source: give --source DIR")
     options = DemoOptions(
         store=Path(ctx.settings.store), headless=headless, manifests=Path(manifests) if manifests else None,
-        count=count, seed=seed, source=Path(source) if source else None, labels=labels, iterations=iterations,
+        count=count, seed=seed, source=Path(source) if source else None, min_snr=min_snr,
+        mix_instruments=mix_instruments, labels=labels, iterations=iterations,
         experiment=experiment, api_port=api_port, port=port, dashboard=dashboard, timeout=timeout,
     )
     sys.exit(run_demo(options, echo=click.echo))

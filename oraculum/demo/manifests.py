@@ -3,7 +3,8 @@
 ``oraculum demo`` applies the same two manifests a cluster would take (a PreprocessingJob and an
 ActiveLearningExperiment with a human oracle), so nothing in the demo is a separate toy. The
 options only retarget them: ``--count``/``--seed`` change the synthetic pool, ``--source DIR``
-swaps it for a folder of real FITS files, ``--iterations`` sets ``stopping.maxIterations``. A
+swaps it for a folder of real FITS files (checked first, see :mod:`oraculum.demo.sources`),
+``--iterations`` sets ``stopping.maxIterations``. A
 retargeted pool gets names of its own (dataset, PreprocessingJob, experiment), so a second pool in
 the same store never collides with the first; and the headless run gets an experiment of its own,
 so a simulated oracle never labels a person's batch.
@@ -168,9 +169,11 @@ def _read(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def load_plan(path: Path | None = None, *, count: int | None = None, seed: int | None = None,
               source: Path | None = None, labels: str | None = None, iterations: int | None = None,
-              headless: bool = False, experiment: str | None = None) -> DemoPlan:
+              headless: bool = False, experiment: str | None = None, selection: Path | None = None) -> DemoPlan:
     """The demo's manifests from ``path`` (None: :data:`DEMO_MANIFESTS`), retargeted as the options ask
-    (see the module docstring).
+    (see the module docstring). ``selection``: the folder the PreprocessingJob reads instead of
+    ``source`` when the demo left some of its files out (see :mod:`oraculum.demo.sources`); the
+    names then follow the selection.
 
     Raises :class:`ManifestError` naming the file and field when the result is not a valid pair.
     """
@@ -180,11 +183,12 @@ def load_plan(path: Path | None = None, *, count: int | None = None, seed: int |
     renamed = None
     if source is not None:
         folder = source.resolve()
-        ppj["spec"]["source"] = {"url": str(folder)}
-        digest = hashlib.sha256(str(folder).encode()).hexdigest()[:6]
+        read = selection.resolve() if selection is not None else folder
+        ppj["spec"]["source"] = {"url": str(read)}
+        digest = hashlib.sha256(str(read).encode()).hexdigest()[:6]
         renamed = _name("demo", folder.name[-40:], digest)
         truth = labels or (str(folder / "labels.csv") if (folder / "labels.csv").is_file() else None)
-        pool = f"the FITS files in {folder}"
+        pool = f"the FITS files in {folder}" + (f" that passed the checks (linked in {read})" if selection else "")
     elif synthetic:
         wanted = {"count": count if count is not None else synthetic.get("count"),
                   "seed": seed if seed is not None else synthetic.get("seed", 0)}

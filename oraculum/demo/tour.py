@@ -68,6 +68,10 @@ class DemoOptions:
     count: int | None = None
     seed: int | None = None
     source: Path | None = None
+    #: ``--source`` only: spectra below this S/N are left out (None: :data:`~oraculum.demo.sources.DEFAULT_MIN_SNR`).
+    min_snr: float | None = None
+    #: ``--source`` only: put spectra of several resolutions on one grid instead of refusing.
+    mix_instruments: bool = False
     labels: str | None = None
     iterations: int | None = None
     experiment: str | None = None
@@ -172,22 +176,40 @@ class Demo:
             self._check_servers()  # a server that died says more than the call it failed
             raise DemoError(f"the API refused a call: {error}" if error.status else str(error)) from None
 
-    def _plan(self) -> DemoPlan:
+    def _plan(self, selection: Path | None = None) -> DemoPlan:
         o = self.options
         try:
             plan = load_plan(o.manifests, count=o.count, seed=o.seed, source=o.source, labels=o.labels,
-                             iterations=o.iterations, headless=o.headless, experiment=o.experiment)
+                             iterations=o.iterations, headless=o.headless, experiment=o.experiment,
+                             selection=selection)
         except ManifestError as error:
             raise DemoError(str(error)) from None
         if o.headless and plan.truth is None:
             raise DemoError(f"--headless needs the true labels of the pool for its simulated oracle: give --labels CSV "
                             f"(columns id or filename, and label), or put labels.csv into {o.source}")
+        if o.source is not None and selection is None:
+            selection = self._check_source(plan)
+            if selection is not None:
+                return self._plan(selection)
         self.echo(f"oraculum demo{' --headless' if o.headless else ''}: the whole loop on this machine, with a local "
                   f"folder as the object store ({self.root}), in-process live state (no Redis) and the local runner "
                   "(no Kubernetes)")
         self.echo(f"pool: {plan.pool} -> dataset {plan.dataset!r}; experiment {plan.experiment_name!r} "
                   f"({'a simulated oracle labels through the API' if o.headless else 'you label each batch'})")
         return plan
+
+    def _check_source(self, plan: DemoPlan) -> Path | None:
+        """Formats, resolutions and S/N of the --source files (see :mod:`oraculum.demo.sources`): the
+        selection to preprocess instead of the folder, or None to take the folder as it is."""
+        from oraculum.demo.sources import DEFAULT_MIN_SNR, select_source
+        from oraculum.manifests import parse_manifest
+
+        assert self.options.source is not None
+        spec = parse_manifest(plan.preprocessing, "the demo's PreprocessingJob").spec  # type: ignore[union-attr]
+        self.echo(f"reading the files in {self.options.source.resolve()}: formats, resolutions, S/N")
+        min_snr = DEFAULT_MIN_SNR if self.options.min_snr is None else self.options.min_snr
+        return select_source(self.options.source, spec.parameters().grid, self.root, patterns=spec.source.patterns,
+                             min_snr=min_snr, mix=self.options.mix_instruments, echo=self.echo)
 
     def _env(self, tokens: DemoTokens, api_url: str) -> dict[str, str]:
         env = dict(os.environ)

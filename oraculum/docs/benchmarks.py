@@ -329,22 +329,47 @@ def _dashboard(stem: str, data: dict[str, Any], usage: str) -> Summary:
 
 
 def _ingest(stem: str, data: dict[str, Any], usage: str) -> Summary:
-    header = ["workers", "shards", "files", "seconds", "files/s", "files/s per core", "CPU ms per file",
-              "peak RSS MB", "speed-up", "scaling efficiency"]
+    header = ["spectra", "workers", "pool start method", "files", "seconds", "files/s", "speed-up over 1 worker",
+              "CPU ms per file", "load (1 min) before", "after"]
     runs = [r for r in data.get("runs") or [] if isinstance(r, dict)]
-    rows = [(r.get("workers"), r.get("shards"), num(r.get("files")), num(r.get("seconds")), num(r.get("files_per_s")),
-             num(r.get("files_per_s_per_core")), num(r.get("cpu_ms_per_file")), num(r.get("peak_rss_mb")),
-             num(r.get("speedup")), num(r.get("scaling_efficiency"))) for r in runs]
-    summary = Summary("End-to-end ingestion (read, preprocess, write HDF5 shards and the index) of real LAMOST "
-                      "low-resolution files replicated by hard links, page-cached, with one worker and with every "
-                      "core, in the same run.", header, rows,
-                      command=_with(usage, [("--files", data.get("files"))]))
-    if len(runs) > 1:
-        best = runs[-1]
-        summary.ratios.append(f"{best.get('workers')} workers against 1 (the baseline): {num(best.get('speedup'))}x "
-                              f"(scaling efficiency {num(best.get('scaling_efficiency'))})")
-    if "identical" in data:
-        summary.ratios.append("datasets of all runs identical (same checksum): " + num(bool(data["identical"])))
+    rows = [(r.get("data", "real LAMOST"), r.get("workers"), r.get("method", "–"), num(r.get("files")),
+             num(r.get("seconds")), num(r.get("files_per_s")), num(r.get("speedup")), num(r.get("cpu_ms_per_file")),
+             num(r.get("load_average_1min")), num(r.get("load_average_after"))) for r in runs]
+    summary = Summary("End-to-end ingestion (read, preprocess, write the HDF5 shard and the index; one shard) with 1 "
+                      "worker (the baseline) and with 2 workers in each pool start method, each run a fresh process, "
+                      "on real spectra of every format in ../shared/data replicated by hard links, and on synthetic "
+                      "LAMOST-format files; page-cached.", header, rows,
+                      command=_with(usage, [("--real-files", (data.get("real") or {}).get("files")),
+                                            ("--synthetic", (data.get("synthetic") or {}).get("files"))]))
+    target = data.get("target_speedup_2_workers")
+    for name, speedup in (data.get("speedup_2_workers_fork") or {}).items():
+        best = (data.get("best_method_2_workers") or {}).get(name)
+        summary.ratios.append(f"{name}: 2 workers (fork, what auto picks) / 1 worker: {num(speedup)}x; fastest "
+                              f"start method with 2 workers: {best}")
+        if target is not None:
+            summary.targets.append(Target(f"ingestion speed-up with 2 workers over 1, {name} spectra "
+                                          "(2 idle cores)", f"≥ {num(target)}x", f"{num(speedup)}x",
+                                          speedup >= target))
+    identical = data.get("identical")
+    if isinstance(identical, dict):
+        summary.ratios.append("datasets of all runs identical (same checksum): "
+                              + ", ".join(f"{name} {num(bool(same))}" for name, same in identical.items()))
+    elif identical is not None:
+        summary.ratios.append("datasets of all runs identical (same checksum): " + num(bool(identical)))
+    it = data.get("iterator") or {}
+    if it.get("median_seconds"):
+        seconds = it["median_seconds"]
+        summary.ratios.append(f"iterating over {num(it.get('spectra'))} spectra ({it.get('points')} points): ids, metadata "
+                              f"and flux (the old `iter_batches()`, the baseline) {num(seconds.get('full', 0) * 1000)} ms, "
+                              f"flux only (`ids=False, meta=False`) {num(seconds.get('flux_only', 0) * 1000)} ms: "
+                              f"{num(it.get('full_vs_flux_only'))}x; ids only {num(seconds.get('ids_only', 0) * 1000)} ms "
+                              f"(median of {it.get('repeats')})")
+    if data.get("real"):
+        summary.notes.append(f"Real spectra: the {data['real'].get('distinct_files')} FITS files of ../shared/data, "
+                             f"replicated to {num(data['real'].get('files'))}. Synthetic spectra: "
+                             f"{(data.get('synthetic') or {}).get('source', '')}.")
+    if data.get("load_note"):
+        summary.notes.append(_sentence(data["load_note"]) + ".")
     return summary
 
 

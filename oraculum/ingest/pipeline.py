@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -289,8 +289,7 @@ def default_shards(file_count: int, files_per_shard: int = 20_000) -> int:
 MIN_CHUNK = 32
 MAX_CHUNK = 1024
 
-#: How the worker pool starts its workers (:func:`pool_start_method` resolves ``auto``).
-StartMethod = Literal["auto", "fork", "forkserver", "spawn", "thread"]
+#: How the worker pool may start its workers (:func:`pool_start_method` resolves ``auto``).
 START_METHODS: tuple[str, ...] = ("auto", "fork", "forkserver", "spawn", "thread")
 
 #: Modules a fork server imports once before it forks the workers (astropy, h5py, numpy, the

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from oraculum.cli.main import main
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+GLOBAL_FLAGS = {"--store", "--s3-endpoint", "--progress", "-v", "--verbose"}
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -30,6 +31,10 @@ def test_every_verb_and_option_is_explained(name: str, command: click.Command) -
             assert param.help, f"oraculum {name} {param.opts} has no help text"
     result = CliRunner().invoke(main, [*name.split(), "--help"])
     assert result.exit_code == 0, result.output
+    # the global options are taken (and shown) after every verb too, see test_global_options.py
+    flags = {opt for param in command.params for opt in param.opts}
+    assert GLOBAL_FLAGS <= flags, f"oraculum {name} lacks {GLOBAL_FLAGS - flags}"
+    assert all(flag in result.output for flag in GLOBAL_FLAGS), result.output
 
 
 def test_preprocess_and_inspect(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The global options (--store, --s3-endpoint, --progress/--no-progress, -v) are accepted before
-and after the verb, a value after the verb wins, and the ORACULUM_* variables still apply."""
+and after the verb, a value after the verb wins, and the ORACULUM_* variables still apply. (That
+every verb takes them and shows them in its --help: tests/cli/test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -7,14 +8,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from oraculum.cli.main import main
 from tests.spectra.layouts import lamost_lrs_image, lamost_wavelength_A, star_flux
-
-GLOBAL_FLAGS = {"--store", "--s3-endpoint", "--progress", "-v", "--verbose"}
 
 
 class Probe(Exception):
@@ -61,7 +59,7 @@ def test_store_and_endpoint_before_or_after_the_verb(tmp_path: Path, seen: list[
     words = [_manifest(tmp_path) if word == "MANIFEST" else word for word in VERBS[verb]]
     wanted = ["--store", "s3://after/x", "--s3-endpoint", "http://after:9000"]
     if where == "before":
-        args = ["--store", "s3://after/x", "--s3-endpoint", "http://after:9000", *words]
+        args = [*wanted, *words]
     elif where == "after":
         args = [*words, *wanted]
     else:  # the value after the verb overrides the one before it
@@ -134,22 +132,3 @@ def test_verbose_before_or_after_the_verb(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(root, "level", root.level)  # restored after the test
     CliRunner().invoke(main, args)
     assert root.level == level
-
-
-def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
-    found = []
-    for name, command in group.commands.items():
-        found.append((f"{prefix}{name}", command))
-        if isinstance(command, click.Group):
-            found.extend(_commands(command, f"{prefix}{name} "))
-    return found
-
-
-@pytest.mark.parametrize(("name", "command"), _commands(main))
-def test_every_verb_takes_and_explains_the_global_options(name: str, command: click.Command) -> None:
-    flags = {opt for param in command.params for opt in param.opts}
-    assert GLOBAL_FLAGS <= flags, f"oraculum {name} lacks {GLOBAL_FLAGS - flags}"
-    shown = CliRunner().invoke(main, [*name.split(), "--help"])
-    assert shown.exit_code == 0
-    for flag in GLOBAL_FLAGS:
-        assert flag in shown.output, f"oraculum {name} --help does not show {flag}"

@@ -15,8 +15,10 @@ from oraculum.control.jobs import (
     experiment_job,
     experiment_job_name,
     manifest_configmap,
+    manifest_configmap_name,
     merge_pod_template,
     preprocess_job,
+    spec_digest,
 )
 from oraculum.manifests import ExperimentSpec, PreprocessingJobSpec, load_manifests
 
@@ -69,7 +71,8 @@ def test_iteration_job_has_owner_limits_and_failure_policy() -> None:
     assert c["command"] == ["oraculum"]
     assert c["args"] == ["--no-progress", "iterate", "/etc/oraculum/experiment.yaml", "--iteration", "2"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert {"name": "manifest", "configMap": {"name": "exp-iter-2"}} in pod["volumes"]
+    assert {"name": "manifest", "configMap": {"name": manifest_configmap_name("exp", "uid-1", spec(), 2)}} in pod["volumes"]
+    assert job["metadata"]["annotations"] == {"oraculum.dev/spec-hash": spec_digest(spec())}
 
 
 def test_object_store_credentials_come_only_from_references() -> None:
@@ -134,7 +137,8 @@ def test_pod_template_override_merges_by_name() -> None:
 def test_manifest_configmap_round_trips_to_the_same_spec(tmp_path: Path) -> None:
     s = spec(gpu=1)
     configmap = manifest_configmap("exp", "lab", "uid-1", s, 4)
-    assert configmap["metadata"]["name"] == "exp-iter-4"
+    assert configmap["metadata"]["name"] == manifest_configmap_name("exp", "uid-1", s, 4)
+    assert configmap["metadata"]["name"].startswith("exp-iter-4-")
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     path = tmp_path / MANIFEST_FILE
     path.write_text(configmap["data"][MANIFEST_FILE])

@@ -28,6 +28,7 @@ from tests.support.dashboard_harness import (
     restart_api,
     shown_index,
     sign_in,
+    sign_out,
     site_root,
     start_api,
     wait_for,
@@ -429,8 +430,10 @@ def test_an_admin_creates_an_experiment_then_suspends_and_resumes_it(site: Site)
     from selenium.webdriver.common.by import By
 
     d = site.driver
-    d.get(site.url + "_oraculum/logout")
-    wait_for(d, lambda d: d.find_elements(By.ID, "login-token"), 10, "signed out")
+    d.get(site.url)
+    sign_out(d)
+    d.get(site.url)
+    wait_for(d, lambda d: d.find_elements(By.ID, "login-token"), 10, "still signed out after the session ended")
     sign_in(d, site.url, "admin")
     wait_for(d, lambda d: d.find_elements(By.ID, "exp-create-card"), 15, "the create form (admin only)")
     document = manifest("second", acquisition={"strategy": "entropy", "batchSize": 6, "initialBatchSize": 8},

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from oraculum.dashboard.app import _safe_next, _sse_messages, create_app, query, relative
+from oraculum.dashboard.batchmap import _selection_key
 from oraculum.dashboard.client import ApiClient, ApiError, error_message
 from oraculum.dashboard.config import DashboardSettings
 from oraculum.dashboard.context import COOKIE, Context
@@ -208,7 +209,8 @@ def test_login_sets_a_strict_http_only_session_cookie_without_the_token(
 def test_a_raw_token_in_the_cookie_signs_nobody_in_and_sessions_expire(tmp_path: Path) -> None:
     seen: list[httpx.Request] = []
     now = [1000.0]
-    settings = DashboardSettings(api_url="http://api.test", root_path="/oraculum")
+    settings = DashboardSettings(api_url="http://api.test", root_path="/oraculum",
+                                 dashboard_session_file=str(tmp_path / "unused.sqlite"))
     sessions = SessionStore(tmp_path / "s.sqlite", lifetime=3600.0, idle=600.0, clock=lambda: now[0])
     ctx_client = ApiClient(settings.api_url, transport=fake_api(seen))
     app = create_app(settings, ctx_client)
@@ -317,7 +319,7 @@ def test_forged_page_state_cannot_steer_the_api_path(app_and_calls: tuple[Any, l
 
     # the lasso's bulk label: the same checks
     data = {"experiment": "exp", "iteration": 0, "dataset": "pool", "points": []}
-    previewed = {"key": __import__("oraculum.dashboard.batchmap", fromlist=["x"])._selection_key([3]), "sample": [3]}
+    previewed = {"key": _selection_key([3]), "sample": [3]}
     answer = dash_call(app, client, "map-message.children", [("map-confirm", "n_clicks", 1)],
                        [("map-chosen", "data", [3]), ("map-class", "value", "a"), ("map-previewed", "data", previewed),
                         ("map-data", "data", data)])

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
+from astropy.io import fits
 from click.testing import CliRunner
 
 from oraculum.cli.main import main
@@ -38,6 +40,13 @@ from oraculum.client.records import CURVE_COLUMNS, typed_table
 from oraculum.demo.manifests import DEMO_MANIFESTS, load_plan
 from oraculum.demo.performance import performance_rows, performance_table
 from oraculum.demo.processes import ensure_tokens, free_port
+from oraculum.demo.sources import der_snr, select_source
+from oraculum.ingest.pipeline import run_preprocess
+from oraculum.settings import Settings
+from oraculum.spectra.datasets import Dataset
+from oraculum.spectra.preprocessing import PreprocessingParameters, WavelengthGrid
+from oraculum.store import LocalStore
+from tests.spectra.layouts import fits_bytes, lamost_lrs_image, lamost_wavelength_A, star_flux
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "ORACULUM_TEST_DEMO"
@@ -239,7 +248,7 @@ def test_interactive_demo_labels_through_the_dashboard_and_stops_on_ctrl_c(tmp_p
             refused = browser.post("_oraculum/login", data={"token": "not-the-token-0123456789"})
             assert "error=" in refused.headers["location"]
             signed_in = browser.post("_oraculum/login", data={"token": token, "next": "/"})
-            assert signed_in.status_code == 303 and "oraculum_token=" in signed_in.headers["set-cookie"]
+            assert signed_in.status_code == 303 and "oraculum_session=" in signed_in.headers["set-cookie"]
             assert browser.get("").status_code == 200
             proxy = "_oraculum/api/v1"
             assert browser.get(f"{proxy}/whoami").json() == {"name": "astronomer", "role": "admin"}
@@ -353,3 +362,97 @@ def test_demo_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     answer = runner.invoke(main, ["--store", str(tmp_path / "s"), "demo", "--headless", "--source", str(tmp_path)])
     assert answer.exit_code == 1 and "--headless needs the true labels" in answer.output
     assert not any((tmp_path / "s").glob("demo/logs/*")), "no server was started"
+
+
+# -- --source: one resolution on the grid, and a minimum S/N ------------------------------------------
+
+
+def _lamost(snr: float, depth: float = -0.4) -> bytes:
+    """A LAMOST low-resolution file (pixels of λ/Δλ ≈ 4,343) whose header states S/N ``snr``."""
+    return lamost_lrs_image(star_flux(lamost_wavelength_A(), line=depth).astype(np.float32), SNRR=snr)
+
+
+def _high_resolution(noise: float, seed: int = 0) -> bytes:
+    """An Ondřejov-like 1-D image in air, 0.25 Å pixels (λ/Δλ ≈ 26,000), no S/N in its header:
+    Gaussian noise of ``noise`` times the continuum (S/N about 1/noise)."""
+    wavelength = 6400.0 + 0.25 * np.arange(1600)
+    flux = star_flux(wavelength) * (1 + np.random.default_rng(seed).normal(0, noise, wavelength.size))
+    hdu = fits.PrimaryHDU(flux.astype(np.float32))
+    hdu.header.update({"CRVAL1": 6400.0, "CDELT1": 0.25, "CRPIX1": 1, "CTYPE1": "LINEAR", "AIRORVAC": "air"})
+    return fits_bytes(hdu)
+
+
+def _folder(root: Path, files: dict[str, bytes]) -> Path:
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    return root
+
+
+LAMOST_FILES = {"lamost/spec-1.fits": _lamost(40.0), "lamost/spec-2.fits": _lamost(25.0, 0.5),
+                "lamost/spec-3.fits": _lamost(90.0), "lamost/spec-faint.fits": _lamost(1.0),
+                "broken.fits": b"SIMPLE  = T" + b" " * 100}
+HIGH_RESOLUTION_FILES = {"ondrejov/clean.fits": _high_resolution(0.005), "ondrejov/noisy.fits": _high_resolution(1.0, 1)}
+
+
+def test_source_of_several_resolutions_is_refused_unless_mixing_is_asked_for(tmp_path: Path) -> None:
+    """LAMOST low-resolution and Ondřejov-like spectra in one folder: before, the demo put them on
+    one grid without a word."""
+    folder = _folder(tmp_path / "mixed", {**LAMOST_FILES, **HIGH_RESOLUTION_FILES})
+    store = tmp_path / "store"
+    answer = CliRunner().invoke(main, ["demo", "--source", str(folder), "--store", str(store)])
+    assert answer.exit_code == 1, answer.output
+    assert "2 different resolutions" in answer.output and "--mix-instruments" in answer.output
+    assert "lamost-lrs-image (3 files" in answer.output and "fits-image-1d (1 file" in answer.output
+    assert "λ/Δλ ≈ 4,343" in answer.output
+    assert not (store / "demo" / "logs").exists(), "no server was started"
+
+    said: list[str] = []
+    selection = select_source(folder, WavelengthGrid(), store, mix=True, echo=said.append)
+    assert any(line.startswith("warning: mixing 2 resolutions") for line in said), said
+    assert selection is not None and (selection / "ondrejov" / "clean.fits").is_file()
+    assert not (selection / "ondrejov" / "noisy.fits").exists() and not (selection / "lamost" / "spec-faint.fits").exists()
+
+
+def test_source_spectra_below_the_minimum_snr_are_left_out(tmp_path: Path) -> None:
+    """S/N from the header (LAMOST SNRR) or, where none is given, estimated from the flux (DER_SNR);
+    unreadable files stay, for ingestion to reject with the reason."""
+    folder = _folder(tmp_path / "lamost-pool", LAMOST_FILES)
+    store = tmp_path / "store"
+    said: list[str] = []
+    selection = select_source(folder, WavelengthGrid(), store, echo=said.append)
+    assert selection is not None and selection.is_relative_to(store / "archive")
+    assert sorted(p.relative_to(selection).as_posix() for p in selection.rglob("*.fits")) == [
+        "broken.fits", "lamost/spec-1.fits", "lamost/spec-2.fits", "lamost/spec-3.fits"]
+    assert "leaving out 1 spectrum below S/N 5" in said[1] and "lamost/spec-faint.fits (S/N 1.0, header)" in said[1]
+    assert "1 unreadable" in said[0]
+    record = json.loads((selection / "selection.json").read_text())
+    assert record["left_out"] == [{"key": "lamost/spec-faint.fits", "snr": 1.0, "snr_from": "header"}]
+    assert select_source(folder, WavelengthGrid(), store, echo=said.append) == selection  # made once, reused
+    assert select_source(folder, WavelengthGrid(), store, min_snr=0, echo=said.append) is None  # the folder as it is
+
+    # the PreprocessingJob reads the selection, under names of its own; ids keep their relative paths
+    plan, whole = load_plan(source=folder, selection=selection), load_plan(source=folder)
+    assert plan.preprocessing["spec"]["source"] == {"url": str(selection.resolve())}
+    assert plan.dataset != whole.dataset and plan.dataset.startswith("demo-lamost-pool-")
+    report = run_preprocess(str(selection), "picked", PreprocessingParameters(), Settings(store=str(store)))
+    ids = [sid for batch in Dataset.open(LocalStore(store), "picked").iter_batches(flux=False, meta=False)
+           for sid in batch.ids]
+    assert ids == ["lamost/spec-1", "lamost/spec-2", "lamost/spec-3"] and report.reasons == {"truncated": 1}
+
+    estimated = _folder(tmp_path / "ondrejov-pool", HIGH_RESOLUTION_FILES)
+    said.clear()
+    chosen = select_source(estimated, WavelengthGrid(), store, echo=said.append)
+    assert chosen is not None and [p.name for p in chosen.rglob("*.fits")] == ["clean.fits"]
+    assert re.search(r"ondrejov/noisy\.fits \(S/N [01]\.\d, estimated\)", said[1]), said
+
+
+def test_der_snr_estimates_the_noise_of_a_spectrum() -> None:
+    flux = 1 + np.random.default_rng(2).normal(0, 0.01, 5000)
+    assert 90 < (der_snr(flux) or 0) < 110
+    assert der_snr(np.ones(3)) is None
+
+
+def test_source_checks_need_a_source(tmp_path: Path) -> None:
+    answer = CliRunner().invoke(main, ["--store", str(tmp_path / "s"), "demo", "--min-snr", "3"])
+    assert answer.exit_code != 0 and "give --source DIR" in answer.output

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import builtins
 import io
+import ipaddress
 import json
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,12 @@ BAD_VALUES = [
     ({"externalRedis": {"url": "http://redis:6379"}}, "url"),
     ({"rbac": {"create": "yes"}}, "create"),
     ({"api": {"resources": {"limits": {"memory": "a lot"}}}}, "memory"),
+    ({"networkPolicy": {"archives": ["public"]}}, "archives"),
+    ({"networkPolicy": {"kubernetesApi": {"ports": [0]}}}, "ports"),
+    ({"networkPolicy": {"enabled": "yes"}}, "enabled"),
+    ({"networkPolicy": {"ingresController": {}}}, "ingresController"),
+    ({"namespace": {"podSecurity": {"enforce": "strict"}}}, "enforce"),
+    ({"fetch": {"allow": "10.0.0.0/8,archive.internal"}}, "fetch.allow"),
 ]
 
 
@@ -681,3 +689,464 @@ def test_notes_render_and_say_how_to_read_the_tokens(helm: Path, tmp_path: Path,
         assert "port-forward svc/oraculum-api 8000:8000" in notes
     if case == "external-storage-values.yaml":
         assert "oraculum-s3-credentials" in notes
+
+
+# --- Pod Security: the restricted standard --------------------------------------------------------
+
+#: Volume types the restricted standard allows.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}
+#: The sysctls the baseline standard allows.
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes"}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+
+
+def restricted_violations(pod: dict[str, Any], annotations: dict[str, str] | None = None) -> list[str]:
+    """What a pod spec breaks of the Pod Security Standards' ``restricted`` profile (which includes
+    ``baseline``), rule by rule as kubernetes.io/docs/concepts/security/pod-security-standards/ lists
+    them for the latest version; empty when it complies."""
+    found: list[str] = []
+    containers = [*pod.get("containers", []), *pod.get("initContainers", []), *pod.get("ephemeralContainers", [])]
+    pod_context = pod.get("securityContext") or {}
+    contexts = [("pod", pod_context)] + [(c.get("name", "?"), c.get("securityContext") or {}) for c in containers]
+    # baseline
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            found.append(f"host namespaces: {key}")
+    for where, context in contexts:
+        if context.get("privileged"):
+            found.append(f"{where}: privileged")
+        if (context.get("windowsOptions") or {}).get("hostProcess"):
+            found.append(f"{where}: HostProcess")
+        selinux = context.get("seLinuxOptions") or {}
+        if selinux.get("type", "") not in SELINUX_TYPES or selinux.get("user") or selinux.get("role"):
+            found.append(f"{where}: SELinux options {selinux}")
+        if context.get("procMount", "Default") != "Default":
+            found.append(f"{where}: procMount {context['procMount']}")
+        if (context.get("appArmorProfile") or {}).get("type", "RuntimeDefault") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: AppArmor profile {context['appArmorProfile']}")
+        if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
+            found.append(f"{where}: seccomp Unconfined")
+        if context.get("runAsUser") == 0:
+            found.append(f"{where}: runAsUser 0")
+        if context.get("runAsNonRoot") is False:
+            found.append(f"{where}: runAsNonRoot false")
+    for key, value in (annotations or {}).items():
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and not (
+                value == "runtime/default" or value.startswith("localhost/")):
+            found.append(f"AppArmor annotation {key}={value}")
+    for sysctl in pod_context.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            found.append(f"sysctl {sysctl.get('name')}")
+    for volume in pod.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume.get('name')}: {sorted(kinds - RESTRICTED_VOLUMES)}")
+    # restricted
+    pod_seccomp = (pod_context.get("seccompProfile") or {}).get("type") in ("RuntimeDefault", "Localhost")
+    for container in containers:
+        name, context = container.get("name", "?"), container.get("securityContext") or {}
+        if any(port.get("hostPort") for port in container.get("ports") or []):
+            found.append(f"{name}: hostPort")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        if not (context.get("runAsNonRoot") is True or (pod_context.get("runAsNonRoot") is True
+                                                         and context.get("runAsNonRoot") is not False)):
+            found.append(f"{name}: runAsNonRoot is not true")
+        seccomp = (context.get("seccompProfile") or {}).get("type")
+        if not (seccomp in ("RuntimeDefault", "Localhost") or (pod_seccomp and seccomp is None)):
+            found.append(f"{name}: no RuntimeDefault or Localhost seccomp profile")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{name}: capabilities do not drop ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: capabilities add {capabilities['add']}")
+    return found
+
+
+def pod_templates(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(kind/name, pod metadata, pod spec) of every pod the chart makes (a StatefulSet's with the
+    volumes of its claims, as its controller adds them)."""
+    out = []
+    for doc in docs:
+        if doc["kind"] in POD_KINDS:
+            metadata = doc["metadata"] if doc["kind"] == "Pod" else doc["spec"]["template"].get("metadata", {})
+            spec = pod_spec(doc)
+            claims = [{"name": t["metadata"]["name"], "persistentVolumeClaim": {"claimName": f"{t['metadata']['name']}-0"}}
+                      for t in doc["spec"].get("volumeClaimTemplates") or [] if doc["kind"] == "StatefulSet"]
+            if claims:
+                spec = {**spec, "volumes": [*spec.get("volumes", []), *claims]}
+            out.append((f"{doc['kind']}/{doc['metadata']['name']}", metadata, spec))
+    return out
+
+
+def test_the_restricted_check_finds_what_a_hostile_pod_asks_for() -> None:
+    """The check below is only worth its silence if it speaks: the red team's root pod, rule by rule."""
+    good = {"securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"]}}}],
+            "volumes": [{"name": "tmp", "emptyDir": {}}]}
+    assert restricted_violations(good) == []
+    hostile = {"hostPID": True, "hostNetwork": True,
+               "securityContext": {"runAsUser": 0, "sysctls": [{"name": "kernel.msgmax", "value": "1"}]},
+               "containers": [{"name": "c", "ports": [{"containerPort": 22, "hostPort": 22}], "securityContext": {
+                   "privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}, "procMount": "Unmasked",
+                   "seccompProfile": {"type": "Unconfined"}, "seLinuxOptions": {"type": "spc_t"}}}],
+               "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}
+    found = " | ".join(restricted_violations(hostile, {"container.apparmor.security.beta.kubernetes.io/c": "unconfined"}))
+    for rule in ("hostPID", "hostNetwork", "privileged", "runAsUser 0", "sysctl kernel.msgmax", "hostPort",
+                 "allowPrivilegeEscalation", "runAsNonRoot", "seccomp", "drop ALL", "SYS_ADMIN", "procMount",
+                 "SELinux", "hostPath", "AppArmor"):
+        assert rule in found, rule
+    # runAsNonRoot on every container instead of the pod is fine; a container's own "false" is not
+    each = {**good, "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{**good["containers"][0], "securityContext": {
+                **good["containers"][0]["securityContext"], "runAsNonRoot": True}}]}
+    assert restricted_violations(each) == []
+    overridden = {**good, "containers": [{**good["containers"][0], "securityContext": {
+        **good["containers"][0]["securityContext"], "runAsNonRoot": False}}]}
+    assert restricted_violations(overridden)
+
+
+@pytest.mark.parametrize("values", CASES)
+def test_every_pod_meets_the_restricted_pod_security_standard(rendered: dict[str, list[dict[str, Any]]],
+                                                              values: Path) -> None:
+    pods = pod_templates(rendered[values.name])
+    assert pods
+    for where, metadata, spec in pods:
+        assert restricted_violations(spec, metadata.get("annotations")) == [], f"{values.name}: {where}"
+        for container in spec["containers"] + spec.get("initContainers", []):
+            resources = container["resources"]  # what a ResourceQuota of the namespace may ask for
+            assert resources["requests"]["cpu"] and resources["requests"]["memory"], f"{where}: requests"
+            assert resources["limits"]["memory"], f"{where}: memory limit"
+
+
+@pytest.mark.parametrize("case", ["default-values.yaml", "gpu-values.yaml", "cluster-wide-values.yaml"])
+def test_worker_jobs_built_as_the_chart_configures_them_meet_the_restricted_standard(
+        rendered: dict[str, list[dict[str, Any]]], case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oraculum.control.jobs import JobConfig, experiment_job, preprocess_job
+    from oraculum.manifests import ExperimentSpec, PreprocessingJobSpec
+
+    for name, value in operator_env(rendered[case]).items():
+        monkeypatch.setenv(name, value)
+    config = JobConfig()
+    spec = ExperimentSpec.model_validate({"dataset": "pool", "classes": [{"name": "a"}, {"name": "b", "target": True}],
+                                          "resources": {"gpu": 1}})
+    ppj = PreprocessingJobSpec.model_validate({"source": {"synthetic": {"count": 10}}, "dataset": "d", "shards": 2})
+    jobs = [experiment_job("ale", NAMESPACE, "uid-1", spec, purpose, 1, config) for purpose in ("iterate", "evaluate")]
+    jobs.append(preprocess_job("p", NAMESPACE, "uid-2", ppj, config))
+    for job in jobs:
+        template = job["spec"]["template"]
+        assert restricted_violations(template["spec"], template["metadata"].get("annotations")) == [], \
+            job["metadata"]["name"]
+
+
+def test_namespaces_are_labelled_for_the_restricted_standard_when_the_chart_makes_them(helm: Path,
+                                                                                       tmp_path: Path) -> None:
+    import kubernetes_validate
+
+    assert not by_kind(render(helm, CHART / "ci" / "default-values.yaml"), "Namespace")  # off by default
+    docs = render(helm, CHART / "ci" / "cluster-wide-values.yaml", values_file(tmp_path, {"namespace": {"create": True}}))
+    namespaces = by_kind(docs, "Namespace")
+    assert sorted(d["metadata"]["name"] for d in namespaces) == ["astro-team-a", "astro-team-b", NAMESPACE]
+    for namespace in namespaces:
+        labels = namespace["metadata"]["labels"]
+        for mode in ("enforce", "audit", "warn"):
+            assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+            assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "latest"
+        assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # uninstall keeps it
+        kubernetes_validate.validate(namespace, KUBE_VERSIONS[0], strict=True)
+    # the namespaces hold the objects that need them
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "ConfigMap"} <= {n["metadata"]["name"] for n in namespaces}
+    docs = render(helm, values_file(tmp_path, {"namespace": {"create": True, "podSecurity": {
+        "enforce": "baseline", "audit": "", "warn": "restricted", "version": "v1.29"}}}))
+    (namespace,) = by_kind(docs, "Namespace")
+    security = {k: v for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security")}
+    assert security == {"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/enforce-version": "v1.29",
+                        "pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/warn-version": "v1.29"}
+    # without the template, docs/install.md gives the command that labels an existing namespace
+    text = INSTALL_DOC.read_text()
+    assert "kubectl label namespace" in text and "pod-security.kubernetes.io/enforce=restricted" in text
+
+
+# --- NetworkPolicies ------------------------------------------------------------------------------
+
+
+def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and matchExpressions) against a pod's or namespace's labels."""
+    if selector is None:
+        return True
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if not {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[operator]:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A pod (namespace and labels) or an address outside the cluster (``ip``)."""
+
+    namespace: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    ip: str = ""
+
+    @staticmethod
+    def pod(namespace: str, labels: dict[str, str]) -> Endpoint:
+        return Endpoint(namespace, tuple(sorted(labels.items())))
+
+
+def _peer_matches(peer: dict[str, Any], policy_namespace: str, other: Endpoint) -> bool:
+    if "ipBlock" in peer:  # CIDRs name addresses outside the cluster (Cilium ignores them for pods)
+        if not other.ip:
+            return False
+        address = ipaddress.ip_address(other.ip)
+        block = peer["ipBlock"]
+        network = ipaddress.ip_network(block["cidr"], strict=False)
+        return address.version == network.version and address in network and not any(
+            address in ipaddress.ip_network(e, strict=False) for e in block.get("except") or []
+            if ipaddress.ip_network(e, strict=False).version == address.version)
+    if other.ip:
+        return False
+    if "namespaceSelector" in peer:
+        in_namespace = _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": other.namespace})
+    else:
+        in_namespace = other.namespace == policy_namespace
+    return in_namespace and _selects(peer.get("podSelector"), dict(other.labels))
+
+
+def _port_matches(ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
+    return not ports or any(p.get("protocol", "TCP") == protocol and p.get("port") in (None, port) for p in ports)
+
+
+def _side_allows(policies: list[dict[str, Any]], pod: Endpoint, other: Endpoint, port: int, protocol: str,
+                 direction: str) -> bool:
+    """Whether the policies of ``pod``'s namespace let it talk to ``other`` (Egress) or hear it (Ingress)."""
+    kind, key, peers_key = direction, direction.lower(), "to" if direction == "Egress" else "from"
+    chosen = [p for p in policies if p["metadata"]["namespace"] == pod.namespace
+              and _selects(p["spec"]["podSelector"], dict(pod.labels))
+              and kind in p["spec"].get("policyTypes", ["Ingress"])]
+    if not chosen:
+        return True  # no policy isolates it in this direction
+    return any(_port_matches(rule.get("ports"), port, protocol)
+               and (not rule.get(peers_key) or any(_peer_matches(peer, p["metadata"]["namespace"], other)
+                                                   for peer in rule[peers_key]))
+               for p in chosen for rule in p["spec"].get(key) or [])
+
+
+def connects(docs: list[dict[str, Any]], source: Endpoint, target: Endpoint, port: int, protocol: str = "TCP") -> bool:
+    """Would the chart's NetworkPolicies let ``source`` open a connection to ``target`` on ``port``?"""
+    policies = by_kind(docs, "NetworkPolicy")
+    egress = source.ip or _side_allows(policies, source, target, port, protocol, "Egress")
+    ingress = target.ip or _side_allows(policies, target, source, port, protocol, "Ingress")
+    return bool(egress and ingress)
+
+
+def chart_pods(docs: list[dict[str, Any]]) -> dict[str, Endpoint]:
+    """component -> the pod the chart makes for it (its template's labels)."""
+    return {metadata["labels"]["app.kubernetes.io/component"]: Endpoint.pod(NAMESPACE, metadata["labels"])
+            for _, metadata, _ in pod_templates(docs)}
+
+
+def job_pod(namespace: str, purpose: str = "preprocess") -> Endpoint:
+    """A worker Job's pod as the real Job builder labels it."""
+    from oraculum.control.jobs import JobConfig, experiment_job, preprocess_job
+    from oraculum.manifests import ExperimentSpec, PreprocessingJobSpec
+
+    if purpose == "preprocess":
+        ppj = PreprocessingJobSpec.model_validate({"source": {"synthetic": {"count": 10}}, "dataset": "d"})
+        job = preprocess_job("p", namespace, "uid", ppj, JobConfig())
+    else:
+        spec = ExperimentSpec.model_validate({"dataset": "pool", "classes": [{"name": "a"}, {"name": "b", "target": True}]})
+        job = experiment_job("e", namespace, "uid", spec, purpose, 1, JobConfig())
+    return Endpoint.pod(namespace, job["spec"]["template"]["metadata"]["labels"])
+
+
+INGRESS_NGINX = Endpoint.pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+KUBE_DNS = Endpoint.pod("kube-system", {"k8s-app": "kube-dns"})
+STRANGER = Endpoint.pod(NAMESPACE, {"app": "something-else"})  # another workload of the namespace
+ARCHIVE = Endpoint(ip="193.144.1.10")  # a public archive
+METADATA = Endpoint(ip="169.254.169.254")  # the cloud's metadata service
+INTERNAL = Endpoint(ip="10.0.0.15")  # an address inside the cluster's network
+
+
+def test_network_policies_let_each_component_talk_only_to_what_it_needs(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["default-values.yaml"]
+    pods = chart_pods(docs)
+    api, dashboard, operator, minio, redis = (pods[c] for c in ("api", "dashboard", "operator", "minio", "redis"))
+    jobs = [job_pod(NAMESPACE), job_pod(NAMESPACE, "iterate")]
+
+    # in: the dashboard from the ingress controller; the API from the dashboard, the Jobs and helm test
+    assert connects(docs, INGRESS_NGINX, dashboard, 8050)
+    assert not connects(docs, STRANGER, dashboard, 8050) and not connects(docs, INGRESS_NGINX, dashboard, 8051)
+    assert connects(docs, dashboard, api, 8000) and connects(docs, pods["test"], api, 8000)
+    assert all(connects(docs, job, api, 8000) for job in jobs)  # progress reports
+    assert not connects(docs, INGRESS_NGINX, api, 8000)  # the chart's Ingress is off: nothing routes there
+    assert not connects(docs, STRANGER, api, 8000) and not connects(docs, dashboard, api, 8001)
+    for component in ("operator", "minio", "redis", "dashboard"):
+        assert not connects(docs, STRANGER, pods[component], 8080), component
+    assert not any(connects(docs, STRANGER, job, 8080) or connects(docs, api, job, 8080) for job in jobs)
+    # the stores: MinIO for the API, the operator and the Jobs; Redis for the API only
+    assert connects(docs, api, minio, 9000) and connects(docs, operator, minio, 9000)
+    assert all(connects(docs, job, minio, 9000) for job in jobs)
+    assert not connects(docs, dashboard, minio, 9000) and not connects(docs, STRANGER, minio, 9000)
+    assert connects(docs, api, redis, 6379)
+    assert not any(connects(docs, pod, redis, 6379) for pod in (operator, dashboard, minio, STRANGER, *jobs))
+    # out: DNS for everyone who connects anywhere
+    for pod in (api, dashboard, operator, pods["uninstall"], pods["test"], *jobs):
+        assert connects(docs, pod, KUBE_DNS, 53, "UDP") and connects(docs, pod, KUBE_DNS, 53, "TCP")
+        assert not connects(docs, pod, KUBE_DNS, 80)
+    assert not connects(docs, minio, KUBE_DNS, 53, "UDP") and not connects(docs, redis, ARCHIVE, 443)
+    # the Kubernetes API server: the operator, the API and the uninstall hook; never the Jobs or the dashboard
+    apiserver = Endpoint(ip="10.0.0.1")
+    for pod in (operator, api, pods["uninstall"]):
+        assert connects(docs, pod, apiserver, 443) and connects(docs, pod, apiserver, 6443)
+    for pod in (dashboard, minio, redis, pods["test"], *jobs):
+        assert not connects(docs, pod, apiserver, 443) and not connects(docs, pod, apiserver, 6443)
+    # the archives: public addresses on http(s) for the fetchers (API, Jobs); no metadata service, no 10.x
+    for pod in (api, *jobs):
+        assert connects(docs, pod, ARCHIVE, 443) and connects(docs, pod, ARCHIVE, 80)
+        assert not connects(docs, pod, ARCHIVE, 22)
+        assert not connects(docs, pod, METADATA, 80) and not connects(docs, pod, INTERNAL, 80)
+    for pod in (dashboard, operator, minio, redis):
+        assert not connects(docs, pod, ARCHIVE, 80), pod
+    assert not connects(docs, dashboard, ARCHIVE, 443) and not connects(docs, dashboard, redis, 6379)
+
+
+def test_every_pod_of_the_release_and_its_jobs_is_isolated_both_ways(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for case, docs in rendered.items():
+        policies = by_kind(docs, "NetworkPolicy")
+        namespaces = {d["metadata"]["namespace"] for d in docs if d["kind"] == "ConfigMap"}
+        pods = [(where, Endpoint.pod(NAMESPACE, metadata["labels"])) for where, metadata, _ in pod_templates(docs)]
+        pods += [(f"Job pod in {namespace}", job_pod(namespace, purpose)) for namespace in namespaces
+                 for purpose in ("preprocess", "iterate", "answer", "evaluate")]
+        for where, pod in pods:
+            for direction in ("Ingress", "Egress"):
+                assert any(p["metadata"]["namespace"] == pod.namespace and direction in p["spec"]["policyTypes"]
+                           and _selects(p["spec"]["podSelector"], dict(pod.labels)) for p in policies), \
+                    f"{case}: {where} is not isolated for {direction}"
+        # a rule without peers would let anyone in: every rule names its peers
+        for policy in policies:
+            for rule in policy["spec"].get("ingress") or []:
+                assert rule.get("from"), f"{case}: {policy['metadata']['name']} lets anyone in"
+
+
+def test_network_policies_follow_the_values(rendered: dict[str, list[dict[str, Any]]], helm: Path,
+                                            tmp_path: Path) -> None:
+    # several namespaces: the Jobs of each reach MinIO and the API in the release's namespace
+    docs = rendered["cluster-wide-values.yaml"]
+    pods = chart_pods(docs)
+    assert sorted(d["metadata"]["namespace"] for d in by_kind(docs, "NetworkPolicy")
+                  if d["metadata"]["name"] == "oraculum-jobs") == ["astro-team-a", "astro-team-b", NAMESPACE]
+    team = job_pod("astro-team-b", "iterate")
+    assert connects(docs, team, pods["minio"], 9000) and connects(docs, team, pods["api"], 8000)
+    elsewhere = job_pod("not-watched", "iterate")
+    assert not connects(docs, elsewhere, pods["minio"], 9000) and not connects(docs, elsewhere, pods["api"], 8000)
+    assert not connects(docs, Endpoint.pod("astro-team-b", dict(pods["api"].labels)), pods["minio"], 9000)
+
+    # fitted to a cluster (ci/network-policy-values.yaml)
+    docs = rendered["network-policy-values.yaml"]
+    pods = chart_pods(docs)
+    controller = Endpoint.pod("ingress-system", {"app.kubernetes.io/name": "ingress-nginx"})
+    for target, port in ((pods["dashboard"], 8050), (pods["api"], 8000)):  # the Ingress routes to both
+        assert connects(docs, controller, target, port) and not connects(docs, INGRESS_NGINX, target, port)
+    assert connects(docs, Endpoint(ip="198.51.100.7"), pods["api"], 8000)  # apiIngressFrom
+    assert not connects(docs, Endpoint(ip="198.51.100.7"), pods["dashboard"], 8050)
+    prometheus = Endpoint.pod("monitoring", {"app": "prometheus"})
+    assert connects(docs, prometheus, pods["operator"], 9090) and not connects(docs, prometheus, pods["operator"], 8080)
+    coredns = Endpoint.pod("kube-system", {"k8s-app": "coredns"})
+    assert connects(docs, pods["api"], coredns, 53, "UDP") and not connects(docs, pods["api"], KUBE_DNS, 53, "UDP")
+    assert connects(docs, pods["operator"], Endpoint(ip="169.254.20.10"), 53, "UDP")  # extraEgress
+    assert connects(docs, pods["operator"], Endpoint(ip="172.20.0.10"), 6443)
+    assert not connects(docs, pods["operator"], Endpoint(ip="172.20.0.11"), 6443)
+    assert not connects(docs, pods["operator"], Endpoint(ip="172.20.0.10"), 443)
+    # fetch.allow: the settings ConfigMap carries it, and its addresses are opened to the fetchers
+    settings = one(docs, "ConfigMap", "-settings")["data"]
+    assert settings["ORACULUM_FETCH_ALLOW"] == "10.20.0.0/16,192.0.2.10,archive.internal"
+    for pod in (pods["api"], job_pod(NAMESPACE)):
+        assert connects(docs, pod, Endpoint(ip="10.20.3.4"), 443) and connects(docs, pod, Endpoint(ip="192.0.2.10"), 80)
+        assert not connects(docs, pod, Endpoint(ip="10.21.0.1"), 443) and not connects(docs, pod, METADATA, 80)
+    assert not connects(docs, pods["operator"], Endpoint(ip="10.20.3.4"), 443)
+
+    # an external store and Redis: their ports (from the endpoint's URL), on the addresses given
+    docs = rendered["external-credentials-values.yaml"]  # http://minio.storage.svc:9000, redis://...:6379
+    pods = chart_pods(docs)
+    store, cache = Endpoint(ip="10.30.0.5"), Endpoint(ip="10.30.0.6")
+    assert connects(docs, pods["api"], store, 9000) and connects(docs, job_pod(NAMESPACE), store, 9000)
+    assert not connects(docs, pods["api"], store, 9001) and connects(docs, pods["api"], cache, 6379)
+    assert not connects(docs, pods["operator"], cache, 6379) and not connects(docs, job_pod(NAMESPACE), cache, 6379)
+    docs = rendered["external-storage-values.yaml"]  # https://s3.eu-central-1.amazonaws.com
+    assert connects(docs, chart_pods(docs)["operator"], Endpoint(ip="52.219.1.1"), 443)
+    narrowed = render(helm, CHART / "ci" / "external-storage-values.yaml", values_file(tmp_path, {"networkPolicy": {
+        "objectStore": {"cidrs": ["52.219.0.0/16"], "port": 8443}, "redis": {"cidrs": ["10.40.0.0/24"]}}}))
+    operator = chart_pods(narrowed)["operator"]
+    assert connects(narrowed, operator, Endpoint(ip="52.219.1.1"), 8443)
+    assert not connects(narrowed, operator, Endpoint(ip="52.220.1.1"), 8443)
+    assert connects(narrowed, chart_pods(narrowed)["api"], Endpoint(ip="10.40.0.9"), 6379)
+    assert not connects(narrowed, chart_pods(narrowed)["api"], Endpoint(ip="10.41.0.9"), 6379)
+
+    # switched off: no policy at all; fetch.allow empty: no variable (the app's default)
+    off = render(helm, values_file(tmp_path, {"networkPolicy": {"enabled": False}}))
+    assert not by_kind(off, "NetworkPolicy")
+    assert "ORACULUM_FETCH_ALLOW" not in one(off, "ConfigMap", "-settings")["data"]
+
+
+def test_fetch_allow_reaches_the_fetch_policy_of_every_process(rendered: dict[str, list[dict[str, Any]]],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from oraculum.settings import Settings
+
+    for name, value in one(rendered["network-policy-values.yaml"], "ConfigMap", "-settings")["data"].items():
+        monkeypatch.setenv(name, value)
+    assert Settings().fetch_allow == "10.20.0.0/16,192.0.2.10,archive.internal"
+
+
+def test_the_api_servers_pod_security_admission_admits_every_pod_the_chart_and_the_operator_make(
+        control_plane: Any, rendered: dict[str, list[dict[str, Any]]], helm: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above, against the real thing: kube-apiserver's PodSecurity admission, on a
+    namespace labelled as the chart labels it, admits (server-side dry run) every pod of every
+    values case and the operator's Jobs, and refuses a pod that breaks the standard."""
+    from tests.support.controlplane import ApiError as KubeError
+
+    from oraculum.control.jobs import JobConfig, experiment_job, preprocess_job
+    from oraculum.manifests import ExperimentSpec, PreprocessingJobSpec
+
+    (labelled,) = by_kind(render(helm, values_file(tmp_path, {"namespace": {"create": True}})), "Namespace")
+    namespace = control_plane.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "generateName": "restricted-", "labels": labelled["metadata"]["labels"]}})["metadata"]["name"]
+
+    def admit(where: str, metadata: dict[str, Any], spec: dict[str, Any]) -> None:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "check", "labels": metadata.get("labels") or {}, "annotations": metadata.get("annotations") or {}},
+            # the accounts live in the release's namespace, not this one; Pod Security does not look at them
+            "spec": {k: v for k, v in spec.items() if k != "serviceAccountName"}}
+        try:
+            control_plane.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod, params={"dryRun": "All"})
+        except KubeError as error:
+            pytest.fail(f"{where}: {error}")
+
+    try:
+        for case, docs in rendered.items():
+            for where, metadata, spec in pod_templates(docs):
+                admit(f"{case}: {where}", metadata, spec)
+        for name, value in operator_env(rendered["gpu-values.yaml"]).items():
+            monkeypatch.setenv(name, value)
+        config = JobConfig()
+        spec = ExperimentSpec.model_validate({"dataset": "pool", "classes": [{"name": "a"}, {"name": "b", "target": True}],
+                                              "resources": {"gpu": 1}})
+        ppj = PreprocessingJobSpec.model_validate({"source": {"synthetic": {"count": 10}}, "dataset": "d"})
+        for job in (experiment_job("e", namespace, "u", spec, "iterate", 1, config),
+                    preprocess_job("p", namespace, "u", ppj, config)):
+            admit(job["metadata"]["name"], job["spec"]["template"]["metadata"], job["spec"]["template"]["spec"])
+        _, metadata, good = pod_templates(rendered["default-values.yaml"])[0]
+        root = {**good, "securityContext": {**good["securityContext"], "runAsNonRoot": False, "runAsUser": 0}}
+        with pytest.raises(pytest.fail.Exception, match="violates PodSecurity"):
+            admit("a root pod", metadata, root)
+    finally:
+        control_plane.delete(f"/api/v1/namespaces/{namespace}")

@@ -175,6 +175,24 @@ def sign_in(driver: Any, base_url: str, who: str = "oracle") -> None:
     driver.find_element(By.ID, "login-submit").click()
     wait_for(driver, lambda d: d.find_elements(By.ID, "whoami"))
     assert NAMES[who] in driver.find_element(By.ID, "whoami").text
+    # the browser holds a session id, never the token
+    assert not [c["name"] for c in driver.get_cookies() if TOKENS[who] in c["value"]]
+
+
+def sign_out(driver: Any) -> None:
+    """The Sign out button of the top bar (a POST with the page's form token)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def press(d: Any) -> bool:
+        try:
+            found = d.find_elements(By.ID, "logout")
+            return bool(found) and found[0].click() is None
+        except StaleElementReferenceException:
+            return False
+
+    wait_for(driver, press, 15, "the Sign out button")
+    wait_for(driver, lambda d: d.find_elements(By.ID, "login-token"), 15, "the sign-in page")
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 20.0, message: str = "") -> Any:

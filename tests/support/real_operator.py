@@ -14,8 +14,9 @@ Job controller and garbage collector of :mod:`tests.support.controlplane`.
   turned into a local command and environment: its ``env`` and ``envFrom`` resolved from the
   ConfigMap and Secret it names, its ``--namespace`` arguments.
 * :class:`OperatorProcess`: ``oraculum operator`` as a local process (SIGKILL, restart, log).
-* :class:`JobWatch`: every Job the server ever added in a namespace, from a real watch, so a Job
-  created twice (deleted and created again) cannot hide behind its deterministic name.
+* :class:`Watch`: every Job (or ConfigMap) the server ever added in a namespace, from a real
+  watch, so a Job created twice (deleted and created again) cannot hide behind its deterministic
+  name; it can also act the instant an object appears (kill the operator there).
 * :func:`granted`: what ``kubectl auth can-i --list --as=...`` prints, as (group, resource, verb).
 """
 
@@ -40,7 +41,7 @@ from typing import Any
 import yaml
 
 from oraculum.control.jobs import POD_ONLY_ENV
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, _die_with_parent
 from tests.support.helm_binary import helm_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,7 +197,8 @@ class OperatorProcess:
             out.write(f"--- {self.name} started {time.strftime('%H:%M:%S')} ---\n".encode())
             out.flush()
             self.process = subprocess.Popen(self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, cwd=self.env["HOME"], start_new_session=True)
+                                            stdin=subprocess.DEVNULL, cwd=self.env["HOME"], start_new_session=True,
+                                            preexec_fn=_die_with_parent)  # never outlives the test session
         self.started = time.monotonic()
         return self
 
@@ -228,18 +230,19 @@ class OperatorProcess:
 # --- watching -----------------------------------------------------------------------------------
 
 
-class JobWatch(threading.Thread):
-    """Every ADDED Job in ``namespace``, from a watch opened before anything is created.
+class Watch(threading.Thread):
+    """Every object ADDED to ``plural`` in ``namespace``, from a real watch opened at once.
 
-    ``added`` lists (name, uid) in the order the server reported them: a name twice is a Job
-    created twice (deleted and made again), which the server's unique names would otherwise hide.
+    ``added`` lists (name, uid) in the order the server reported them: for Jobs, a name twice is a
+    Job created twice (deleted and made again), which the server's unique names would otherwise
+    hide. ``on_added(metadata)`` runs on the watch's thread as each ADDED arrives.
     """
 
-    def __init__(self, cluster: ControlPlane, namespace: str,
-                 on_added: Callable[[str], None] | None = None):
-        super().__init__(name=f"jobwatch-{namespace}", daemon=True)
+    def __init__(self, cluster: ControlPlane, namespace: str, plural: str = "jobs",
+                 on_added: Callable[[dict[str, Any]], None] | None = None):
+        super().__init__(name=f"watch-{namespace}-{plural}", daemon=True)
+        self.path = {"jobs": "/apis/batch/v1"}.get(plural, "/api/v1") + f"/namespaces/{namespace}/{plural}"
         self.on_added = on_added
-        self.path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         self.server = cluster.server
         self.ctx = ssl.create_default_context(cafile=str(cluster.ca))
         self.ctx.load_cert_chain(str(cluster.pki / "admin.crt"), str(cluster.pki / "admin.key"))
@@ -263,12 +266,12 @@ class JobWatch(threading.Thread):
                         if event["type"] == "ADDED":
                             self.added.append((meta["name"], meta["uid"]))
                             if self.on_added is not None:
-                                self.on_added(meta["name"])
+                                self.on_added(meta)
         except BaseException as error:  # noqa: BLE001 - reported by names()
             self.error = error
 
     def names(self) -> list[str]:
-        assert self.error is None, f"the Job watch failed: {self.error!r}"
+        assert self.error is None, f"the watch of {self.path} failed: {self.error!r}"
         return [name for name, _ in self.added]
 
     def close(self) -> None:
@@ -277,10 +280,10 @@ class JobWatch(threading.Thread):
 
 
 @contextlib.contextmanager
-def job_watch(cluster: ControlPlane, namespace: str,
-              on_added: Callable[[str], None] | None = None) -> Iterator[JobWatch]:
-    """A started :class:`JobWatch` (``on_added(name)`` runs on its thread at each ADDED Job)."""
-    watch = JobWatch(cluster, namespace, on_added)
+def watching(cluster: ControlPlane, namespace: str, plural: str = "jobs",
+             on_added: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Watch]:
+    """A started :class:`Watch`, closed on exit."""
+    watch = Watch(cluster, namespace, plural, on_added)
     watch.start()
     try:
         yield watch
@@ -331,6 +334,13 @@ class Lab:
     def status(self, plural: str, name: str) -> dict[str, Any]:
         return self.cluster.get(self.path(plural, name)).get("status") or {}
 
+    def wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        """``cluster.wait_for``, with the pods and the operators' logs in the failure's message."""
+        try:
+            return self.cluster.wait_for(predicate, timeout, what, interval=0.3)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\npods: {self.pod_phases()}\n{self.logs()}") from None
+
     def wait_phase(self, plural: str, name: str, phase: str, timeout: float) -> dict[str, Any]:
         """The status once ``status.phase`` is ``phase``; fails at once on an unexpected Failed."""
         def reached() -> dict[str, Any] | None:
@@ -359,7 +369,7 @@ class Lab:
     def events(self, name: str) -> list[tuple[str, str, str]]:
         """(type, reason, message) of the Events about object ``name``, oldest first."""
         items = self.cluster.get(self.path("events"), fieldSelector=f"involvedObject.name={name}")["items"]
-        items.sort(key=lambda e: (e.get("lastTimestamp") or e.get("eventTime") or "", e["metadata"]["resourceVersion"]))
+        items.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
         return [(e["type"], e["reason"], e.get("message", "")) for e in items]
 
 
