@@ -198,6 +198,7 @@ class Reconciler:
             self.due[key] = now + self.interval
 
     def _failed(self, key: Key, error: BaseException) -> None:
+        self.known.add(key)  # even when its first read failed: the periodic look tries again
         failures = self.failures[key] = self.failures.get(key, 0) + 1
         wait = min(self.max_backoff, self.interval * 2 ** (failures - 1))
         self.due[key] = asyncio.get_running_loop().time() + wait

@@ -22,7 +22,7 @@ from click.core import ParameterSource
 
 from oraculum.settings import Settings, get_settings
 
-__all__ = ["GLOBAL_OPTIONS", "Context", "add_global_options", "fail", "make_context", "pass_context", "progress_bar"]
+__all__ = ["GLOBAL_OPTIONS", "Context", "add_global_options", "build_context", "fail", "pass_context", "progress_bar"]
 
 #: Where the global options' given values are kept while the command line is parsed (``ctx.meta``
 #: is shared by the group's context and every verb's).
@@ -83,7 +83,7 @@ def _decide(given: dict[str, Any]) -> Context:
     return Context(settings, sys.stderr.isatty() if progress is None else bool(progress))
 
 
-def make_context(ctx: click.Context) -> Context:
+def build_context(ctx: click.Context) -> Context:
     """The group's part: logging and the :class:`Context` from the options given so far (before the
     verb); options given after the verb update it as they are parsed."""
     given = _given(ctx)

@@ -15,7 +15,7 @@ import click
 
 from oraculum import __version__
 from oraculum.cli import data, engine, resources, servers
-from oraculum.cli.context import add_global_options, make_context
+from oraculum.cli.context import add_global_options, build_context
 
 __all__ = ["main"]
 
@@ -53,7 +53,7 @@ def main(ctx: click.Context) -> None:
     (dataset). On one machine everything lives in a local folder; on a cluster in S3/MinIO.
     The global options (--store, --s3-endpoint, --progress, -v) go before or after the verb.
     """
-    make_context(ctx)
+    build_context(ctx)
 
 
 for _module in (data, engine, resources, servers):

@@ -26,10 +26,16 @@ reported (condition and event), never acted on.
 
 **PreprocessingJob.** One Indexed Job; done when the dataset's ``index.json`` exists (the last
 shard writes it); status counts shards, processed and rejected spectra from the shard manifests.
+It runs the spec its Job was made with: an edit while the Job runs, or after it Succeeded, is
+reported (``SpecApplied=False``), not applied, and the status keeps describing the dataset written.
 
 **Both.** An invalid spec gives Failed with reason InvalidSpec and the validation message; a failed
 Job gives Failed with the Job's own reason; Failed stays until the spec changes (a new
-``metadata.generation``), when the failed Job is deleted and the work retried. ``spec.suspend``
+``metadata.generation``), when the failed Job is deleted and the work retried with the new spec
+(an experiment's manifest ConfigMap is named for its spec). A Job of the right name but owned by
+another resource (an earlier one of the same name) is deleted, never adopted. A child the cluster
+refuses to create is reported (``JobCreated=False``, reason JobRejected) and asked for again
+after a back-off; so is a store that cannot be read (``StoreReachable=False``). ``spec.suspend``
 suspends running Jobs (Kubernetes' own Job suspension: pods stop, finished shards and iterations
 stay in the store) and starts no new ones; clearing it resumes. A Job whose pods stay unscheduled
 longer than the configured timeout is reported in a ``Schedulable`` condition with the scheduler's

@@ -202,7 +202,7 @@ class LocalRunner:
         resource.status = decision.status
         if decision.status.get("message") != old_message:
             self.echo(f"[{resource.label}] {decision.phase}: {decision.status.get('message', '')}")
-        delay = decision.requeue_after if decision.requeue_after is not None else self.poll
+        delay = next(d for d in (decision.backoff, decision.requeue_after, self.poll) if d is not None)
         resource.next_check = now + min(max(delay, 0.0), 5.0)
         if self._waiting_for_person(resource) and not resource.hinted:
             resource.hinted = True

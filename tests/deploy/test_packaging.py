@@ -48,3 +48,19 @@ def test_wheel_maps_operator_into_the_package(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     stdlib, handlers = result.stdout.split()
     assert "site-packages" not in stdlib and handlers.startswith(str(unpacked))
+
+
+def test_every_package_folder_is_listed_for_setuptools() -> None:
+    """``packages`` in pyproject.toml is an explicit list (the mapped folders need it): a new room
+    left out of it is missing from the wheel and from the strict editable install alike."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for package, folder in config["package-dir"].items():
+        base = ROOT / folder
+        for module in base.rglob("*.py"):
+            if "__pycache__" not in module.parts:
+                found.add(".".join((package, *module.parent.relative_to(base).parts)))
+    assert found <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.k8s_emulator import Route
 from oraculum.control.jobs import JobConfig
@@ -71,7 +72,8 @@ async def test_simulated_experiment_runs_through_iterations_to_succeeded(tmp_pat
         assert c.api.get(ALE, NS, "exp") is None  # no finalizer held it
 
 
-async def test_failed_job_fails_the_experiment_with_its_reason_and_a_spec_change_retries(tmp_path: Path) -> None:
+async def test_failed_job_fails_the_experiment_with_its_reason_and_a_spec_change_retries_with_the_new_spec(
+        tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         dataset_ready(c.store)
         c.kubelet.policy = lambda job: "fail" if job["metadata"]["name"] == "exp-iter-1" else "succeed"
@@ -93,6 +95,14 @@ async def test_failed_job_fails_the_experiment_with_its_reason_and_a_spec_change
             status = await c.wait_phase(ALE, "exp", "Succeeded", timeout=30)
         assert c.jobs_created().count("exp-iter-1") == 2 and status["observedGeneration"] == 2
         assert "Retrying" in [r for _, r, _ in c.events("exp")]
+        # the retried iteration, and every step after it, read the NEW spec (issue 15, defect 1: the
+        # manifest ConfigMap of the failed attempt used to be mounted again)
+        def epochs(job: str) -> Any:
+            return [yaml.safe_load(data["experiment.yaml"])["spec"]["model"].get("epochs") for data in c.kubelet.mounted[job]]
+
+        assert epochs("exp-iter-0") == [None]
+        assert epochs("exp-iter-1") == [20]  # the failed attempt ran no work
+        assert epochs("exp-answer-1") == epochs("exp-eval-1") == epochs("exp-iter-2") == [20]
 
 
 async def test_restart_while_awaiting_labels_resumes_without_duplicating_jobs(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from oraculum.operator.controller import Reconciler
 from oraculum.operator.main import operator_main
 from oraculum.settings import Settings
 from oraculum.store import LocalStore
+from tests.operator.test_operator import experiment as base_experiment
 
 pytestmark = pytest.mark.asyncio
 
@@ -86,18 +87,9 @@ FAILS = pod_template(["sh", "-c", "echo failing on purpose; exit 3"])
 
 
 def experiment(template: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "dataset": "pool",
-        "classes": [{"name": "absorption"}, {"name": "emission", "target": True}],
-        "model": {"preset": "tiny"},
-        "acquisition": {"batchSize": 8},
-        "estimation": {"size": 2},
-        "stopping": {"maxIterations": 1},
-        "oracle": {"type": "simulated", "labels": "truth.csv"},
-        "resources": {"cpu": "100m", "memory": "128Mi", "podTemplate": template},
-    }
-    spec.update(changes)
-    return spec
+    """The operator tests' simulated experiment, one iteration, its pods running ``template``."""
+    resources = {"cpu": "100m", "memory": "128Mi", "podTemplate": template}
+    return base_experiment(**{"stopping": {"maxIterations": 1}, "resources": resources, **changes})
 
 
 def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:

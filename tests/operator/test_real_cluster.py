@@ -22,8 +22,12 @@ tests/support/real_operator.py):
   holding a TokenRequest token of the chart's operator ServiceAccount: the chart's Role authorises
   every request, not cluster admin.
 
-Data is small: 300 synthetic spectra (``synthetic: {count: 300, seed: 1}``), one epoch. Each phase
-prints its wall time (``pytest -s``).
+The namespaces enforce the ``restricted`` Pod Security standard, so the real PodSecurity admission
+checks every pod of the chart and every worker pod the Job controller makes. Data is small: 300
+synthetic spectra (``synthetic: {count: 300, seed: 1}``), one epoch. An experiment is applied once
+its PreprocessingJob has Succeeded: applied together, the experiment would notice the finished
+dataset only at the operator's next periodic look (30 s). Each phase prints its wall time
+(``pytest -s``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import collections
 import contextlib
 import copy
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,7 +46,8 @@ import yaml
 from oraculum.ingest.sources import synthetic_prefix
 from tests.operator.test_rbac import NEEDS
 from tests.support.controlplane import ControlPlane
-from tests.support.real_operator import Lab, OperatorProcess, Phases, granted, helm, prepare_lab, watching
+from tests.support.real_operator import (Lab, OperatorProcess, Phases, granted, helm, operator_object, prepare_lab,
+                                         watching)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "experiment-simulated.yaml"
@@ -192,16 +196,10 @@ def test_helm_install_is_accepted_by_the_server(control_plane: ControlPlane, rel
     print(f"[{phases.test}] objects: {dict(sorted(kinds.items()))}; hooks: {[d['kind'] for d in documents]}")
 
 
-def _operator_account(lab: Lab) -> str:
-    [name] = [o["metadata"]["name"] for o in lab.objects if o["kind"] == "ServiceAccount"
-              and o["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
-    return name
-
-
 def _operator_rules(control_plane: ControlPlane, lab: Lab) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
     """What ``kubectl auth can-i --list`` shows for the chart's operator ServiceAccount beyond what
     every ServiceAccount has: in the release namespace, and in a namespace the chart never named."""
-    user = f"system:serviceaccount:{lab.namespace}:{_operator_account(lab)}"
+    user = f"system:serviceaccount:{lab.namespace}:{operator_object(lab.objects, 'ServiceAccount')}"
     nobody = f"system:serviceaccount:{lab.namespace}:{EVERYONE}"  # the namespace's default account
     baseline = granted(control_plane, EVERYONE, nobody)
     return granted(control_plane, lab.namespace, user) - baseline, granted(control_plane, EVERYONE, user) - baseline
@@ -303,15 +301,14 @@ def _pod_running(lab: Lab, job: str) -> bool:
 def _allow_status_writes(lab: Lab, allowed: bool) -> None:
     """Grant or revoke ``patch`` on the custom resources' status in the chart's operator Role, and
     wait until the real authorizer answers accordingly."""
-    [name] = [o["metadata"]["name"] for o in lab.objects if o["kind"] == "Role"
-              and o["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
-    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{lab.namespace}/roles/{name}"
+    name = operator_object(lab.objects, "Role")
+    path = lab.path("roles", name)
     role = lab.cluster.get(path)
     for rule in role["rules"]:
         if "activelearningexperiments/status" in rule["resources"]:
             rule["verbs"] = sorted(set(rule["verbs"]) | {"patch"}) if allowed else [v for v in rule["verbs"] if v != "patch"]
     lab.cluster.request("PUT", path, role)
-    account = f"system:serviceaccount:{lab.namespace}:{_operator_account(lab)}"
+    account = f"system:serviceaccount:{lab.namespace}:{operator_object(lab.objects, 'ServiceAccount')}"
     answer = "yes" if allowed else "no"
     lab.cluster.wait_for(lambda: lab.cluster.kubectl(
         "auth", "can-i", "patch", "activelearningexperiments.oraculum.dev", "--subresource=status", f"--as={account}",
@@ -374,7 +371,7 @@ def test_two_operators_at_once_create_each_job_once(lab: Lab, phases: Phases) ->
     the loser) and status writes at the resourceVersion read (409, then a fresh read) mean each Job
     is created once and each Event posted once. Pods run under the process kubelet, which stands
     in for kubelet."""
-    deployment = lab.cluster.get(lab.path("deployments", "oraculum-operator"))
+    deployment = lab.cluster.get(lab.path("deployments", operator_object(lab.objects, "Deployment")))
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     ppj, ale = simulated_example("pool-pair", "pair", shards=1, iterations=1)
     with watching(lab.cluster, lab.namespace) as watch:
@@ -385,7 +382,7 @@ def test_two_operators_at_once_create_each_job_once(lab: Lab, phases: Phases) ->
             lab.apply(ale)
             status = lab.wait_phase("activelearningexperiments", "pair", "Succeeded", 240)
 
-    assert all(process.running for process in pair)
+    assert all(process.running for process in pair), lab.logs(60)
     assert_each_step_ran_once(lab, "pair", 1, watch.names())
     assert watch.names().count("pool-pair-preprocess") == 1
     assert [h["iteration"] for h in status["history"]] == [0]

@@ -29,7 +29,7 @@ from oraculum.learning.experiments import iteration_key, write_json
 from oraculum.control.jobs import CONTAINER, LABEL_EXPERIMENT, JobConfig
 from oraculum.learning.labels import LabelEvent, LabelItem, append_event
 from oraculum.operator.controller import Reconciler
-from oraculum.operator.main import operator_main
+from oraculum.operator.main import OperatorConfig, operator_main
 from oraculum.settings import Settings
 from oraculum.store import LocalStore
 
@@ -223,14 +223,15 @@ class Cluster:
 
     @contextlib.asynccontextmanager
     async def operator(self, config: JobConfig | None = None, poll_interval: float = 0.5,
-                       store_factory: Callable[[], Any] | None = None) -> AsyncIterator[Reconciler]:
+                       store_factory: Callable[[], Any] | None = None,
+                       operator_config: OperatorConfig | None = None) -> AsyncIterator[Reconciler]:
         """Start the real operator (kopf + handlers) in this event loop; stop it on exit."""
         stop, ready = asyncio.Event(), asyncio.Event()
         out: list[Reconciler] = []
         task = asyncio.create_task(operator_main(
             Settings(store=self.store.url), connection=kopf.ConnectionInfo(server=self.url),
             stop_flag=stop, ready_flag=ready, poll_interval=poll_interval, config=config or JobConfig(),
-            store_factory=store_factory or (lambda: self.store), reconciler_out=out))
+            store_factory=store_factory or (lambda: self.store), reconciler_out=out, operator_config=operator_config))
         try:
             await asyncio.wait_for(ready.wait(), 15)
             self.reconcilers.append(out[0])

@@ -14,10 +14,11 @@ Job controller and garbage collector of :mod:`tests.support.controlplane`.
   turned into a local command and environment: its ``env`` and ``envFrom`` resolved from the
   ConfigMap and Secret it names, its ``--namespace`` arguments.
 * :class:`OperatorProcess`: ``oraculum operator`` as a local process (SIGKILL, restart, log).
-* :class:`Watch`: every Job (or ConfigMap) the server ever added in a namespace, from a real
-  watch, so a Job created twice (deleted and created again) cannot hide behind its deterministic
-  name; it can also act the instant an object appears (kill the operator there).
+* :class:`Watch`: every Job the server ever added in a namespace, from a real watch, so a Job
+  created twice (deleted and created again) cannot hide behind its deterministic name.
 * :func:`granted`: what ``kubectl auth can-i --list --as=...`` prints, as (group, resource, verb).
+* :func:`prepare_lab` and :class:`Lab`: all of the above for one namespace, the chart's settings
+  ConfigMap pointed at a store folder of the test, and the reads and waits the tests share.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def operator_launch(cluster: ControlPlane, namespace: str, kubeconfig: Path, hom
     Taken from the Deployment the server stores: the container's command (``oraculum``, found on
     this interpreter's PATH), its ``--namespace`` arguments (the liveness endpoint is left out: no
     fixed port on a shared machine), and its environment resolved from the ConfigMap and Secret it
-    names. Variables that point into the pod's /tmp emptyDir (HOME, caches) point into ``home``;
+    names (its metrics port, if any, becomes any free loopback port, for the same reason).
+    Variables that point into the pod's /tmp emptyDir (HOME, caches) point into ``home``;
     KUBECONFIG is the ServiceAccount's token kubeconfig; nothing else comes from the test's own
     environment but PATH, locale and Python's.
     """
@@ -176,6 +178,8 @@ def operator_launch(cluster: ControlPlane, namespace: str, kubeconfig: Path, hom
     command = [str(bin_dir / container["command"][0]), "operator", *[f"--namespace={ns}" for ns in namespaces]]
     env = {name: os.environ[name] for name in ("LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV") if name in os.environ}
     env.update({k: v for k, v in container_env(cluster, namespace, container).items() if k not in POD_ONLY_ENV})
+    if "ORACULUM_OPERATOR_METRICS_PORT" in env:  # the pod's own port: here any free one, on loopback
+        env.update(ORACULUM_OPERATOR_METRICS_PORT="0", ORACULUM_OPERATOR_METRICS_ADDRESS="127.0.0.1")
     home.mkdir(parents=True, exist_ok=True)
     env.update({"PATH": os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"]), "HOME": str(home),
                 "ORACULUM_CACHE_DIR": str(home / "cache"), "MPLCONFIGDIR": str(home / "matplotlib"),
@@ -231,18 +235,15 @@ class OperatorProcess:
 
 
 class Watch(threading.Thread):
-    """Every object ADDED to ``plural`` in ``namespace``, from a real watch opened at once.
+    """Every Job ADDED in ``namespace``, from a real watch opened at once.
 
-    ``added`` lists (name, uid) in the order the server reported them: for Jobs, a name twice is a
-    Job created twice (deleted and made again), which the server's unique names would otherwise
-    hide. ``on_added(metadata)`` runs on the watch's thread as each ADDED arrives.
+    ``added`` lists (name, uid) in the order the server reported them: a name twice is a Job
+    created twice (deleted and made again), which the server's unique names would otherwise hide.
     """
 
-    def __init__(self, cluster: ControlPlane, namespace: str, plural: str = "jobs",
-                 on_added: Callable[[dict[str, Any]], None] | None = None):
-        super().__init__(name=f"watch-{namespace}-{plural}", daemon=True)
-        self.path = {"jobs": "/apis/batch/v1"}.get(plural, "/api/v1") + f"/namespaces/{namespace}/{plural}"
-        self.on_added = on_added
+    def __init__(self, cluster: ControlPlane, namespace: str):
+        super().__init__(name=f"watch-{namespace}-jobs", daemon=True)
+        self.path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         self.server = cluster.server
         self.ctx = ssl.create_default_context(cafile=str(cluster.ca))
         self.ctx.load_cert_chain(str(cluster.pki / "admin.crt"), str(cluster.pki / "admin.key"))
@@ -265,8 +266,6 @@ class Watch(threading.Thread):
                         self.version = meta["resourceVersion"]
                         if event["type"] == "ADDED":
                             self.added.append((meta["name"], meta["uid"]))
-                            if self.on_added is not None:
-                                self.on_added(meta)
         except BaseException as error:  # noqa: BLE001 - reported by names()
             self.error = error
 
@@ -280,10 +279,9 @@ class Watch(threading.Thread):
 
 
 @contextlib.contextmanager
-def watching(cluster: ControlPlane, namespace: str, plural: str = "jobs",
-             on_added: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Watch]:
-    """A started :class:`Watch`, closed on exit."""
-    watch = Watch(cluster, namespace, plural, on_added)
+def watching(cluster: ControlPlane, namespace: str) -> Iterator[Watch]:
+    """A started :class:`Watch` of the namespace's Jobs, closed on exit."""
+    watch = Watch(cluster, namespace)
     watch.start()
     try:
         yield watch
@@ -324,7 +322,8 @@ class Lab:
 
     def path(self, plural: str, name: str = "") -> str:
         group = {"activelearningexperiments": "/apis/oraculum.dev/v1alpha1", "preprocessingjobs": "/apis/oraculum.dev/v1alpha1",
-                 "jobs": "/apis/batch/v1", "deployments": "/apis/apps/v1"}.get(plural, "/api/v1")
+                 "jobs": "/apis/batch/v1", "deployments": "/apis/apps/v1",
+                 "roles": "/apis/rbac.authorization.k8s.io/v1"}.get(plural, "/api/v1")
         return f"{group}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
 
     def apply(self, *documents: dict[str, Any]) -> None:
@@ -373,7 +372,9 @@ class Lab:
         return [(e["type"], e["reason"], e.get("message", "")) for e in items]
 
 
-def _operator_object(objects: list[dict[str, Any]], kind: str) -> str:
+def operator_object(objects: list[dict[str, Any]], kind: str) -> str:
+    """The name of the chart's one ``kind`` object of the operator component (its ServiceAccount,
+    Deployment, Role)."""
     [name] = [o["metadata"]["name"] for o in objects
               if o["kind"] == kind and o["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
     return name
@@ -389,7 +390,7 @@ def prepare_lab(cluster: ControlPlane, namespace: str, work: Path, values: dict[
     # the one change to an installed object: the store is this folder, not the parked MinIO
     cluster.patch(f"/api/v1/namespaces/{namespace}/configmaps/{settings['metadata']['name']}",
                   {"data": {"ORACULUM_STORE": str(store)}})
-    account, deployment = (_operator_object(objects, kind) for kind in ("ServiceAccount", "Deployment"))
+    account, deployment = (operator_object(objects, kind) for kind in ("ServiceAccount", "Deployment"))
     kubeconfig = token_kubeconfig(cluster, namespace, account, work / "operator.kubeconfig")
     command, env = operator_launch(cluster, namespace, kubeconfig, work / "operator-home", deployment)
     return Lab(cluster, namespace, work, objects, store, command, env)
