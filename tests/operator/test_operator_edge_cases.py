@@ -145,14 +145,21 @@ async def test_finished_resources_are_not_polled(tmp_path: Path) -> None:
 async def test_a_failing_reconcile_backs_off_beyond_the_poll(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         dataset_ready(c.store)
+        c.kubelet.policy = lambda job: "hold"  # no Job events after its start: only the poll looks again
         c.api.inject("PATCH", "activelearningexperiments", 500, subresource="status", times=10_000)
         async with c.operator(poll_interval=0.1):
             c.create(ALE, "exp", experiment())
             await c.wait(lambda: c.calls("PATCH", "/exp/status") >= 1, what="a first status write")
             began = c.calls("PATCH", "/exp/status")
             await asyncio.sleep(3.0)
-            # every 0.1 s would be ~30 tries; doubling from the poll interval is at most 5 (0.1+0.2+...+1.6)
-            assert c.calls("PATCH", "/exp/status") - began <= 6
+            # every 0.1 s would be ~30 tries; doubling waits (0.1, 0.2, ... 1.6 s) make a handful, plus
+            # the looks the new Job's own events ask for
+            assert c.calls("PATCH", "/exp/status") - began <= 8
+            assert reconciler_failures(c) >= 4
+
+
+def reconciler_failures(c: Any) -> int:
+    return max(r.failures.get(("ActiveLearningExperiment", NS, "exp"), 0) for r in c.reconcilers)
 
 
 @pytest.fixture()
