@@ -57,6 +57,15 @@ def grid_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--continuum-degree", type=int, default=2, show_default=True,
             help="Polynomial degree of the continuum (with --normalisation continuum).",
         ),
+        click.option(
+            "--max-masked-fraction", type=float, default=0.2, show_default=True, metavar="F",
+            help="Reject a spectrum when more than this fraction of its pixels inside the grid are bad "
+            "(mask bits, no inverse variance, non-finite); fewer are interpolated across.",
+        ),
+        click.option(
+            "--max-masked-gap", "max_masked_gap_a", type=float, default=10.0, show_default=True, metavar="Å",
+            help="Reject a spectrum when one run of bad pixels leaves a wider hole than this inside the grid.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -75,7 +84,8 @@ def _parameters(**values: Any) -> Any:
         )
         return PreprocessingParameters(
             grid=grid, blur_sigma_px=values["blur_sigma"], normalisation=values["normalisation"],
-            continuum_degree=values["continuum_degree"],
+            continuum_degree=values["continuum_degree"], max_masked_fraction=values["max_masked_fraction"],
+            max_masked_gap_A=values["max_masked_gap_a"],
         )
     except ValidationError as error:
         problems = "; ".join(

@@ -412,6 +412,7 @@ def preprocess_job(
         "--start", repr(grid.start), "--end", repr(grid.end), "--points", str(grid.points),
         "--spacing", grid.spacing, "--medium", grid.medium,
         "--normalisation", spec.normalisation, "--continuum-degree", str(spec.continuum_degree),
+        "--max-masked-fraction", repr(spec.max_masked_fraction), "--max-masked-gap", repr(spec.max_masked_gap_A),
     ]
     if spec.blur_sigma_px is not None:
         args += ["--blur-sigma", repr(spec.blur_sigma_px)]

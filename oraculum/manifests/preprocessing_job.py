@@ -222,6 +222,16 @@ class PreprocessingJobSpec(SpecModel):
         "minmax", description="minmax to [-1, 1] (published method), continuum, or none."
     )
     continuum_degree: int = Field(2, ge=0, le=10, description="Continuum polynomial degree.")
+    max_masked_fraction: float = Field(
+        0.2, ge=0, le=1,
+        description="Reject a spectrum when more than this fraction of its native pixels inside the grid are bad "
+        "(survey mask bits, no inverse variance, non-finite flux); fewer are interpolated across.",
+    )
+    max_masked_gap_A: float = Field(
+        10.0, gt=0, le=100_000,
+        description="Reject a spectrum when one run of bad pixels leaves a hole wider than this (Å) inside the grid: "
+        "interpolation across it could erase a whole line.",
+    )
     dataset: str = Field(pattern=NAME_PATTERN, description="Name of the dataset to write.")
     shards: int = Field(1, ge=1, le=100_000, description="Shards: pods of the Indexed Job, and HDF5 parts of the dataset.")
     parallelism: int = Field(1, ge=1, le=10_000, description="Pods running at once.")
@@ -235,4 +245,6 @@ class PreprocessingJobSpec(SpecModel):
             blur_sigma_px=self.blur_sigma_px,
             normalisation=self.normalisation,
             continuum_degree=self.continuum_degree,
+            max_masked_fraction=self.max_masked_fraction,
+            max_masked_gap_A=self.max_masked_gap_A,
         )

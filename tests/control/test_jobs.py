@@ -171,6 +171,35 @@ def test_preprocess_is_one_indexed_job_with_the_index_from_the_downward_api() ->
     assert args[2] == "synthetic:500?seed=3" and "--glob" not in args
 
 
+def test_the_preprocess_jobs_arguments_give_the_specs_parameters(monkeypatch: Any) -> None:
+    """Every preprocessing parameter of the spec reaches the pod: the CLI, given the Job's own
+    arguments, builds exactly ``spec.parameters()`` (masking limits included)."""
+    from click.testing import CliRunner
+
+    import oraculum.cli.data as data
+    from oraculum.cli import main
+
+    ppj = PreprocessingJobSpec.model_validate({
+        "source": {"url": "s3://lamost/dr2/"}, "dataset": "lamost-dr2", "blurSigmaPx": 3,
+        "grid": {"start": 6500, "end": 6700, "points": 200, "spacing": "log", "medium": "air"},
+        "normalisation": "continuum", "continuumDegree": 3, "maxMaskedFraction": 0.35, "maxMaskedGapA": 25,
+    })
+    args = container(preprocess_job("lamost", "lab", "uid-9", ppj, CONFIG))["args"]
+    built: list[Any] = []
+
+    class Built(Exception):
+        """Stops the verb once its parameters are built: nothing is read or written."""
+
+    def record(parameters: Any = data._parameters, **values: Any) -> Any:
+        built.append(parameters(**values))
+        raise Built
+
+    monkeypatch.setattr(data, "_parameters", record)
+    result = CliRunner().invoke(main, [a.replace("$(JOB_COMPLETION_INDEX)", "0") for a in args])
+    assert isinstance(result.exception, Built), result.output
+    assert built == [ppj.parameters()]
+
+
 def test_job_config_comes_from_the_environment(monkeypatch: Any) -> None:
     monkeypatch.setenv("ORACULUM_JOB_IMAGE", "example/oraculum:9")
     monkeypatch.setenv("ORACULUM_JOB_BACKOFF_LIMIT", "5")
