@@ -127,7 +127,8 @@ def job_step(
     else:
         stale = None
     if done:
-        if previous is not None and previous.state not in ("Succeeded", "Failed"):
+        if (previous.state not in ("Succeeded", "Failed") if previous is not None
+                else observed is not None and observed.complete):  # ran and finished between two looks
             outcome("succeeded")
         record("Succeeded", observed.failed if observed else (previous.failed_pods if previous else 0))
         if (c := s.old_condition("Schedulable")) is not None and c.status == "False":

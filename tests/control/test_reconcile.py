@@ -594,3 +594,25 @@ def test_changing_shards_mid_run_is_reported_and_the_status_follows_the_running_
     assert done.phase == "Succeeded"
     assert (done.status["shards"], done.status["shardsDone"]) == (4, 4)
     assert condition(done, "SpecApplied")["status"] == "False"  # the dataset has 4 shards, not the 8 asked for
+
+
+def test_job_outcomes_are_told_once_for_the_operators_metrics() -> None:
+    def told(d: Decision) -> list[tuple[str, str]]:
+        return [(o.purpose, o.outcome) for o in d.outcomes]
+
+    first = step()
+    running_ = then(first, jobs={"exp-iter-0": running("exp-iter-0")})
+    assert told(first) == told(running_) == []
+    finished = then(running_, observation=obs(it(0, **FINISHED)))
+    assert told(finished) == [("iterate", "succeeded")]
+    assert told(then(finished, observation=obs(it(0, **FINISHED)))) == []
+    # a Job that ran and finished between two looks (never seen running) counts too, once
+    quick = then(first, jobs={"exp-iter-0": ObservedJob(name="exp-iter-0", succeeded=1, complete=True)},
+                 observation=obs(it(0, **FINISHED)))
+    assert told(quick) == [("iterate", "succeeded")]
+    failed = then(running_, jobs={"exp-iter-0": ObservedJob(name="exp-iter-0", failed=3, failed_reason="BackoffLimitExceeded")})
+    assert told(failed) == [("iterate", "failed")]
+    assert told(then(failed, jobs={"exp-iter-0": ObservedJob(name="exp-iter-0", failed=3,
+                                                             failed_reason="BackoffLimitExceeded")})) == []
+    vanished = then(running_, jobs={})
+    assert told(vanished) == [("iterate", "vanished")]

@@ -225,8 +225,8 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     import numpy
 
     (site / "dependencies.pth").write_text(str(Path(numpy.__file__).parents[1]) + "\n")
-    probe = subprocess.run([str(fresh / "bin" / "python"), "-c", "import oraculum.cli.main, oraculum.operator.main; "
-                            "print(oraculum.cli.main.__file__)"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    probe = subprocess.run([str(fresh / "bin" / "python"), "-c", "import oraculum.cli, oraculum.operator.main; "
+                            "print(oraculum.cli.__file__)"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert probe.returncode == 0, probe.stderr[-3000:]
     assert probe.stdout.strip().startswith(str(site)), f"oraculum was imported from {probe.stdout}, not the wheel"
     for verb in ([], ["operator"]):
