@@ -218,29 +218,13 @@ def test_operator_service_account_is_granted_every_verb_it_uses(control_plane: C
     assert outside == set(), f"granted outside the watched namespace: {sorted(outside)}"
 
 
-#: Verbs the chart's operator Role grants that no request of the operator uses (found by the test
-#: below; a Role of exactly NEEDS ran the whole simulated example here without one 403). The fix
-#: is to drop them from oraculum.operatorRules (charts/oraculum/templates/operator/rbac.yaml) and
-#: operator/rbac.yaml together; until then the test below is an expected failure, and any other
-#: unused verb fails it.
-UNUSED_BUT_GRANTED = {
-    ("oraculum.dev", "activelearningexperiments/status", "get"), ("oraculum.dev", "activelearningexperiments/status", "update"),
-    ("oraculum.dev", "preprocessingjobs/status", "get"), ("oraculum.dev", "preprocessingjobs/status", "update"),
-    ("batch", "jobs", "get"), ("", "configmaps", "get"), ("", "configmaps", "list"), ("", "pods", "get"),
-    ("", "events", "patch"), ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch"),
-}
-
-
 def test_operator_service_account_has_no_verb_it_does_not_use(control_plane: ControlPlane,
                                                              release: tuple[Lab, float]) -> None:
     """The converse of the test above: ``kubectl auth can-i --list`` shows no verb beyond NEEDS.
     (No pod runs here; the process kubelet stands in for kubelet.)"""
     lab, _ = release
     inside, _ = _operator_rules(control_plane, lab)
-    unused = inside - NEEDS
-    if unused and unused == UNUSED_BUT_GRANTED:
-        pytest.xfail(f"the chart grants the operator verbs it does not use: {sorted(unused)}")
-    assert sorted(unused) == []
+    assert sorted(inside - NEEDS) == [], "verbs the chart grants the operator that none of its requests uses"
 
 
 # --- 2. the simulated example, end to end -----------------------------------------------------
@@ -304,9 +288,10 @@ def _allow_status_writes(lab: Lab, allowed: bool) -> None:
     name = operator_object(lab.objects, "Role")
     path = lab.path("roles", name)
     role = lab.cluster.get(path)
-    for rule in role["rules"]:
-        if "activelearningexperiments/status" in rule["resources"]:
-            rule["verbs"] = sorted(set(rule["verbs"]) | {"patch"}) if allowed else [v for v in rule["verbs"] if v != "patch"]
+    status = {"apiGroups": ["oraculum.dev"], "resources": ["activelearningexperiments/status", "preprocessingjobs/status"],
+              "verbs": ["patch"]}
+    others = [rule for rule in role["rules"] if "activelearningexperiments/status" not in rule["resources"]]
+    role["rules"] = others + [status] if allowed else others  # patch is the rule's only verb: drop it to revoke
     lab.cluster.request("PUT", path, role)
     account = f"system:serviceaccount:{lab.namespace}:{operator_object(lab.objects, 'ServiceAccount')}"
     answer = "yes" if allowed else "no"
