@@ -15,7 +15,7 @@ __all__ = ["__version__"]
 
 
 def _find_mapped_folders_in_checkout() -> None:
-    """Let ``oraculum.operator`` (and later ``oraculum.api``, ``oraculum.dashboard``) import from a
+    """Let ``oraculum.operator`` (and ``oraculum.api``, ``oraculum.dashboard``, ``oraculum.kube``) import from a
     source checkout too.
 
     Those folders sit beside this one and have no ``__init__.py`` (so ``operator/`` never shadows

@@ -30,7 +30,7 @@ def test_wheel_maps_operator_into_the_package(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for folder in ("oraculum", "operator", "api", "dashboard"):
+    for folder in ("oraculum", "operator", "api", "dashboard", "kube"):
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
