@@ -59,6 +59,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tests.support.process_kubelet import ApiError
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "controlplane-build"
 KUBELET_SCRIPT = Path(__file__).resolve().with_name("process_kubelet.py")
@@ -71,14 +73,6 @@ STATE_FILE = "state.json"
 
 class ControlPlaneError(RuntimeError):
     pass
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: Any, method: str, path: str):
-        self.status = status
-        self.body = body
-        message = body.get("message") if isinstance(body, dict) else str(body)[:500]
-        super().__init__(f"{method} {path}: {status} {message}")
 
 
 def _say(message: str) -> None:
@@ -331,12 +325,7 @@ class ControlPlane:
             with urllib.request.urlopen(request, context=self._ctx, timeout=timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as error:
-            raw = error.read()
-            try:
-                parsed: Any = json.loads(raw)
-            except ValueError:
-                parsed = raw.decode(errors="replace")
-            raise ApiError(error.code, parsed, method, path) from None
+            raise ApiError.from_http(error, method, path) from None
         try:
             return json.loads(raw) if raw else None
         except ValueError:

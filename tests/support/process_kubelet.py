@@ -103,11 +103,23 @@ MAX_GRACE_SECONDS = 30
 
 
 class ApiError(Exception):
+    """The API server refused a request (also used by ``tests/support/controlplane.py``)."""
+
     def __init__(self, status: int, body: Any, method: str, path: str):
         self.status = status
         self.body = body
-        message = body.get("message") if isinstance(body, dict) else str(body)[:300]
+        message = body.get("message") if isinstance(body, dict) else str(body)[:500]
         super().__init__(f"{method} {path}: {status} {message}")
+
+    @classmethod
+    def from_http(cls, error: urllib.error.HTTPError, method: str, path: str) -> "ApiError":
+        """The refusal an HTTPError carries, with its Status body parsed when it is JSON."""
+        raw = error.read()
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return cls(error.code, parsed, method, path)
 
 
 class Api:
@@ -167,12 +179,7 @@ class Api:
         try:
             return urllib.request.urlopen(request, context=self.ctx, timeout=timeout)
         except urllib.error.HTTPError as error:
-            raw = error.read()
-            try:
-                parsed: Any = json.loads(raw)
-            except ValueError:
-                parsed = raw.decode(errors="replace")
-            raise ApiError(error.code, parsed, method, path) from None
+            raise ApiError.from_http(error, method, path) from None
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
                 content_type: str = "application/json", timeout: float = 30) -> Any:
